@@ -1,0 +1,14 @@
+/**
+ * The customers' process: `deno run customer.ts Input.json --port-base 50000`.
+ *
+ * @module
+ */
+
+import { runCustomer } from "./src/customer_cli.ts";
+import { guarded } from "./src/main_cli.ts";
+
+if (import.meta.main) {
+  Deno.exit(
+    await guarded("customer", () => runCustomer(Deno.args), { control: Deno.args.includes("--plan-stdin") }),
+  );
+}

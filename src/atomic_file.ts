@@ -1,0 +1,55 @@
+/**
+ * Writing a file so that it is either the whole new text or untouched: a temporary file beside it, then
+ * a rename. The temporary file is made first, so an unwritable path is found before any work is done.
+ *
+ * @module
+ */
+
+import { dirname } from "node:path";
+
+/** A file about to be replaced. */
+export class AtomicFile {
+  readonly #path: string;
+  readonly #temp: string;
+
+  private constructor(path: string, temp: string) {
+    this.#path = path;
+    this.#temp = temp;
+  }
+
+  /** Checks that `path` can be written by making its temporary file; throws an Error whose message says why not. */
+  static async reserve(path: string): Promise<AtomicFile> {
+    const dir = dirname(path);
+    try {
+      const info = await Deno.stat(path).catch((error) => {
+        if (error instanceof Deno.errors.NotFound) return undefined;
+        throw error;
+      });
+      if (info?.isDirectory) throw new Error("is a directory");
+      const temp = await Deno.makeTempFile({ dir, prefix: ".bank-output-", suffix: ".tmp" });
+      return new AtomicFile(path, temp);
+    } catch (error) {
+      const reason = error instanceof Deno.errors.NotFound
+        ? `directory "${dir}" does not exist`
+        : error instanceof Deno.errors.PermissionDenied
+        ? `permission denied in "${dir}"`
+        : error instanceof Error
+        ? error.message
+        : String(error);
+      throw new Error(reason);
+    }
+  }
+
+  /** Writes `text` to the temporary file, flushes it to disk, and renames it over the target. */
+  async commit(text: string): Promise<void> {
+    await Deno.writeTextFile(this.#temp, text);
+    using file = await Deno.open(this.#temp, { write: true });
+    await file.sync();
+    await Deno.rename(this.#temp, this.#path);
+  }
+
+  /** Removes the temporary file; the target is left as it was. */
+  async discard(): Promise<void> {
+    await Deno.remove(this.#temp).catch(() => {});
+  }
+}

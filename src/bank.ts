@@ -1,0 +1,140 @@
+/**
+ * One run of the bank: validate the input, start a process per branch and one for the customers, wait
+ * until every branch serves, run the customers, write the output, and stop every process.
+ *
+ * @module
+ */
+
+import { AtomicFile } from "./atomic_file.ts";
+import type { CustomerPlan } from "./customer_cli.ts";
+import { InputError, readScenario, type Scenario, scenarioToJson } from "./input.ts";
+import { childCommand, type LaunchContext } from "./launch.ts";
+import { type EntryResult, type Format, renderOutput } from "./output.ts";
+import { type Child, RunFailure, type Supervisor } from "./supervisor.ts";
+import { BranchClient } from "./transport.ts";
+
+/** How to run the bank. */
+export interface BankRunOptions {
+  readonly inputPath: string;
+  readonly outputPath: string;
+  readonly format: Format;
+  /** When set, branch ID listens on 127.0.0.1:portBase+ID; otherwise on a free port. */
+  readonly portBase: number | undefined;
+  /** Deadline of every request and propagation. */
+  readonly deadlineMs: number;
+  /** How long branches may take to start serving. */
+  readonly startTimeoutMs: number;
+  readonly context: LaunchContext;
+  /** Owns the child processes; failing it (on SIGINT, say) ends the run. */
+  readonly supervisor: Supervisor;
+  /** Progress lines, for --verbose. */
+  readonly log: (line: string) => void;
+}
+
+const STOP_GRACE_MS = 3_000;
+
+/**
+ * Runs the bank. Throws {@linkcode InputError} for bad input or an unwritable output path (before any
+ * process starts), {@linkcode RunFailure} when a process fails. The output file is written only after a
+ * successful run, and atomically.
+ */
+export async function runBank(options: BankRunOptions): Promise<void> {
+  const scenario = await readScenario(options.inputPath);
+  const output = await AtomicFile.reserve(options.outputPath).catch((error: Error) => {
+    throw new InputError(options.outputPath, "", `cannot write output: ${error.message}`);
+  });
+  try {
+    const results = await runProcesses(scenario, options);
+    await output.commit(renderOutput(results, options.format));
+  } catch (error) {
+    await output.discard();
+    throw error;
+  }
+}
+
+async function runProcesses(scenario: Scenario, options: BankRunOptions): Promise<EntryResult[]> {
+  const { supervisor, context } = options;
+  const deadline = ["--deadline-ms", String(options.deadlineMs)];
+  const ports = scenario.branches.map(({ id }) => options.portBase === undefined ? 0 : options.portBase + id);
+  try {
+    // Started first, so that its start-up overlaps the branches'; it waits for its plan on stdin.
+    const customerNet = options.portBase === undefined
+      ? ["127.0.0.1"]
+      : ports.map((port) => `127.0.0.1:${port}`);
+    const customer = supervisor.spawn(
+      "customer process",
+      childCommand("customer", ["--plan-stdin", ...deadline], { context, net: customerNet }),
+      { job: true },
+    );
+    const branches = scenario.branches.map(({ id, balance }, index) =>
+      supervisor.spawn(
+        `branch ${id}`,
+        childCommand("branch", [
+          "--control-stdin",
+          ...["--id", String(id), "--balance", String(balance), "--listen", `127.0.0.1:${ports[index]}`],
+          ...deadline,
+        ], { context, net: ["127.0.0.1"] }),
+        { job: false },
+      )
+    );
+    const addresses = await supervisor.within(
+      Promise.all(branches.map(listeningAddress)),
+      options.startTimeoutMs,
+      "every branch listening",
+    );
+    branches.forEach((child, index) =>
+      options.log(`${child.name} (pid ${child.pid}) listening on ${addresses[index]}`)
+    );
+    const addressOf = Object.fromEntries(
+      scenario.branches.map(({ id }, index) => [String(id), addresses[index] as string]),
+    );
+    await Promise.all(branches.map((child, index) => {
+      const peers = Object.fromEntries(
+        Object.entries(addressOf).filter(([id]) => id !== String(scenario.branches[index]?.id)),
+      );
+      return child.send(JSON.stringify({ peers }));
+    }));
+    await supervisor.within(
+      Promise.all(addresses.map((address) => waitUntilServing(address, options.startTimeoutMs))),
+      options.startTimeoutMs,
+      "every branch serving",
+    );
+    options.log(`all ${branches.length} branches serving; customer process is pid ${customer.pid}`);
+    const plan: CustomerPlan = { input: scenarioToJson(scenario), branches: addressOf };
+    await customer.send(JSON.stringify(plan));
+    return await supervisor.race(collectResults(customer, scenario.customers.length));
+  } finally {
+    await supervisor.stopAll(STOP_GRACE_MS);
+  }
+}
+
+async function listeningAddress(child: Child): Promise<string> {
+  const line = await child.nextLine();
+  const address = line === undefined ? undefined : (JSON.parse(line) as { listening?: string }).listening;
+  if (typeof address !== "string") throw new RunFailure(`${child.name} did not report its address: ${line}`);
+  return address;
+}
+
+async function waitUntilServing(address: string, timeoutMs: number): Promise<void> {
+  const client = new BranchClient(address);
+  try {
+    await client.waitUntilServing(timeoutMs);
+  } finally {
+    client.close();
+  }
+}
+
+async function collectResults(customer: Child, expected: number): Promise<EntryResult[]> {
+  const results: EntryResult[] = [];
+  for (let line = await customer.nextLine(); line !== undefined; line = await customer.nextLine()) {
+    results.push(JSON.parse(line) as EntryResult);
+  }
+  const status = await customer.exited;
+  if (!status.success || results.length !== expected) {
+    throw new RunFailure(
+      `${customer.name} (pid ${customer.pid}) exited with code ${status.code} after ${results.length} of ` +
+        `${expected} customer entries; its stderr ended with:\n${customer.stderrTail()}`,
+    );
+  }
+  return results;
+}

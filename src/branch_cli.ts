@@ -1,0 +1,87 @@
+/**
+ * `branch`: runs one branch process.
+ *
+ * Started by hand, it takes its peers from `--peer` flags and serves until SIGINT or SIGTERM. Started by
+ * `main` (with `--control-stdin`), it prints the address it listens on, reads its peers as one JSON line
+ * on standard input, and stops when standard input closes: so a branch never outlives the `main` that
+ * started it, even one that was killed.
+ *
+ * @module
+ */
+
+import { BranchNode } from "./branch_node.ts";
+import { addressFlags, durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
+import { readLines } from "./lines.ts";
+
+/** What `branch --help` prints. */
+export const BRANCH_USAGE =
+  `Usage: branch --id ID [--balance UNITS] [--listen HOST:PORT] [--peer ID=HOST:PORT ...]
+
+Runs one branch: a gRPC server holding a replica of the account's balance.
+
+  --id ID              this branch's id (required)
+  --balance UNITS      starting balance (default 0)
+  --listen HOST:PORT   address to serve on; port 0 picks a free one (default 127.0.0.1:0)
+  --peer ID=HOST:PORT  another branch; repeat for each
+  --deadline-ms MS     deadline of each propagation call (default 5000)
+  --control-stdin      (used by main) read peers from stdin, stop when stdin closes
+
+Prints {"branch": ID, "listening": "HOST:PORT"} on stdout once listening.`;
+
+const SHUTDOWN_GRACE_MS = 2_000;
+
+/** Runs a branch with the given arguments until it is told to stop; returns the exit code. */
+export async function runBranch(args: readonly string[]): Promise<number> {
+  const { values } = parseFlags(args, {
+    id: { type: "string" },
+    balance: { type: "string" },
+    listen: { type: "string" },
+    peer: { type: "string", multiple: true },
+    "deadline-ms": { type: "string" },
+    "control-stdin": { type: "boolean" },
+    help: { type: "boolean" },
+  });
+  if (values.help) {
+    console.log(BRANCH_USAGE);
+    return 0;
+  }
+  if (values.id === undefined) throw new UsageError("--id is required");
+  const id = integerFlag("id", values.id, 0);
+  const peers = addressFlags("peer", values.peer);
+  if (peers.has(id)) throw new UsageError(`--peer: branch ${id} cannot be its own peer`);
+  const node = await BranchNode.start({
+    id,
+    balance: integerFlag("balance", values.balance, 0),
+    listen: values.listen ?? "127.0.0.1:0",
+    propagateDeadlineMs: durationFlag("deadline-ms", values["deadline-ms"], 5_000),
+  });
+  const host = (values.listen ?? "127.0.0.1:0").replace(/:\d+$/, "");
+  console.log(JSON.stringify({ branch: id, listening: `${host}:${node.port}` }));
+  if (values["control-stdin"]) await serveUnderControl(node);
+  else {
+    node.configure(peers);
+    await signalled();
+  }
+  await node.stop(SHUTDOWN_GRACE_MS);
+  return 0;
+}
+
+/** Configures the branch from the first line of stdin, then waits for stdin to close. */
+async function serveUnderControl(node: BranchNode): Promise<void> {
+  for await (const line of readLines(Deno.stdin.readable)) {
+    const message = JSON.parse(line) as { peers: Record<string, string> };
+    node.configure(new Map(Object.entries(message.peers).map(([id, address]) => [Number(id), address])));
+  }
+}
+
+function signalled(): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = () => {
+      Deno.removeSignalListener("SIGINT", stop);
+      Deno.removeSignalListener("SIGTERM", stop);
+      resolve();
+    };
+    Deno.addSignalListener("SIGINT", stop);
+    Deno.addSignalListener("SIGTERM", stop);
+  });
+}

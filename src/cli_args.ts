@@ -1,0 +1,56 @@
+/**
+ * Command-line helpers shared by the entry points: typed flag values and one error class for misuse.
+ *
+ * @module
+ */
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
+/** The command line cannot be used; the message says which flag and why, on one line. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** `node:util` parseArgs in strict mode, with its errors turned into one-line {@linkcode UsageError}s. */
+export function parseFlags<T extends ParseArgsConfig["options"]>(args: readonly string[], options: T) {
+  try {
+    return parseArgs({ args: [...args], options, strict: true, allowPositionals: true });
+  } catch (error) {
+    throw new UsageError(
+      error instanceof Error ? error.message.split("\n")[0] ?? error.message : String(error),
+    );
+  }
+}
+
+/** A non-negative safe integer flag value; `fallback` when the flag is absent. */
+export function integerFlag(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const parsed = /^\d+$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isSafeInteger(parsed)) {
+    throw new UsageError(`--${name}: expected a non-negative integer, got "${value}"`);
+  }
+  return parsed;
+}
+
+/** A positive integer flag value in milliseconds. */
+export function durationFlag(name: string, value: string | undefined, fallback: number): number {
+  const parsed = integerFlag(name, value, fallback);
+  if (parsed === 0) throw new UsageError(`--${name}: must be at least 1`);
+  return parsed;
+}
+
+/** Parses repeated `ID=HOST:PORT` values into a map from branch id to address. */
+export function addressFlags(name: string, values: readonly string[] | undefined): Map<number, string> {
+  const addresses = new Map<number, string>();
+  for (const value of values ?? []) {
+    const match = /^(\d+)=(\S+:\d+)$/.exec(value);
+    if (match === null) throw new UsageError(`--${name}: expected ID=HOST:PORT, got "${value}"`);
+    const id = Number(match[1]);
+    if (addresses.has(id)) throw new UsageError(`--${name}: branch ${id} given twice`);
+    addresses.set(id, match[2] as string);
+  }
+  return addresses;
+}

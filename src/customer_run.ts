@@ -1,0 +1,84 @@
+/**
+ * Running customer entries against branches: each entry's events in order, one request at a time, each
+ * with a deadline, each reply checked before it is recorded.
+ *
+ * @module
+ */
+
+import type { CustomerEntry, Event } from "./input.ts";
+import type { EntryResult, Reply } from "./output.ts";
+import { BranchClient, type WireResponse } from "./transport.ts";
+import { parseUnits } from "./wire_codec.ts";
+
+/** How customers call branches. */
+export interface CustomerRunOptions {
+  /** Deadline of each request. */
+  readonly deadlineMs: number;
+  /** Called with each entry's result as soon as it is complete. */
+  readonly onResult?: (result: EntryResult) => void;
+}
+
+/** A customer's request failed; the message names the customer, the event and the branch. */
+export class CustomerError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CustomerError";
+  }
+}
+
+/** Runs the entries one after another against the branches at `addresses` (branch id to host:port). */
+export async function runCustomers(
+  entries: readonly CustomerEntry[],
+  addresses: ReadonlyMap<number, string>,
+  options: CustomerRunOptions,
+): Promise<EntryResult[]> {
+  const clients = new Map<number, BranchClient>();
+  const clientOf = (branch: number): BranchClient => {
+    let client = clients.get(branch);
+    if (client === undefined) {
+      const address = addresses.get(branch);
+      if (address === undefined) throw new CustomerError(`no address for branch ${branch}`);
+      client = new BranchClient(address);
+      clients.set(branch, client);
+    }
+    return client;
+  };
+  try {
+    const results: EntryResult[] = [];
+    for (const entry of entries) {
+      const recv: Reply[] = [];
+      for (const [index, event] of entry.events.entries()) {
+        recv.push(await send(clientOf(event.branch), entry.id, index, event, options.deadlineMs));
+      }
+      const result = { id: entry.id, recv };
+      options.onResult?.(result);
+      results.push(result);
+    }
+    return results;
+  } finally {
+    for (const client of clients.values()) client.close();
+  }
+}
+
+async function send(client: BranchClient, customer: number, index: number, event: Event, deadlineMs: number) {
+  const where = `customer ${customer}, event ${
+    event.id ?? `#${index}`
+  } (${event.interface} at branch ${event.branch})`;
+  let response: WireResponse;
+  try {
+    response = await client.deliver({
+      id: event.id !== undefined && event.id <= 2 ** 31 - 1 ? event.id : 0,
+      interface: event.interface,
+      money: event.amount <= 2 ** 31 - 1 ? event.amount : 0,
+      amount: event.amount,
+      customer_id: customer,
+    }, deadlineMs);
+  } catch (error) {
+    throw new CustomerError(`${where}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  const balance = parseUnits(response.balance);
+  if (response.interface !== event.interface || balance === undefined) {
+    throw new CustomerError(`${where}: malformed reply ${JSON.stringify(response)}`);
+  }
+  return { interface: event.interface, success: response.success, balance };
+}

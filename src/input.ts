@@ -1,0 +1,252 @@
+/**
+ * Reading and validating an input file: a JSON array of branch and customer entries.
+ *
+ * Every problem becomes an {@linkcode InputError} whose message names the file and the JSON path, so that
+ * a person can find it: `Input.json: [4].events[0].money: expected a non-negative safe integer, got -5`.
+ *
+ * @module
+ */
+
+/** What a customer's event asks a branch to do. */
+export type Interface = "query" | "deposit" | "withdraw";
+
+/** The interfaces, in the order the README lists them. */
+export const INTERFACES: readonly Interface[] = ["query", "deposit", "withdraw"];
+
+/** One line of a customer's script. */
+export interface Event {
+  /** The event's id from the input, when it has one. */
+  readonly id: number | undefined;
+  readonly interface: Interface;
+  /** The amount in units; 0 for a query. */
+  readonly amount: number;
+  /** The id of the branch the event goes to. */
+  readonly branch: number;
+}
+
+/** One customer entry of the input: a customer id and the events it runs, in order. */
+export interface CustomerEntry {
+  readonly id: number;
+  readonly events: readonly Event[];
+}
+
+/** One branch of the input, with its starting balance in units. */
+export interface BranchSpec {
+  readonly id: number;
+  readonly balance: number;
+}
+
+/** A validated input: the branches and the customer entries, each in input order. */
+export interface Scenario {
+  readonly branches: readonly BranchSpec[];
+  readonly customers: readonly CustomerEntry[];
+}
+
+/** The input cannot be used; the message says where and why, on one line. */
+export class InputError extends Error {
+  /**
+   * @param source The file name as the user gave it.
+   * @param where A JSON path such as `[4].events[0].money`, or a location such as `line 3 column 2`.
+   * @param problem What is wrong there.
+   */
+  constructor(source: string, where: string, problem: string) {
+    super(where === "" ? `${source}: ${problem}` : `${source}: ${where}: ${problem}`);
+    this.name = "InputError";
+  }
+}
+
+/** Reads and validates the input file at `path`. Throws {@linkcode InputError}. */
+export async function readScenario(path: string): Promise<Scenario> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    throw new InputError(path, "", `cannot read input: ${describeFsError(error)}`);
+  }
+  return parseScenario(text, path);
+}
+
+/** Parses and validates the text of an input file. `source` names it in errors. */
+export function parseScenario(text: string, source: string): Scenario {
+  if (text.trim() === "") {
+    throw new InputError(source, "", "empty file, expected a JSON array of branches and customers");
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw jsonSyntaxError(source, text, error);
+  }
+  return validateScenario(json, source);
+}
+
+/** Validates parsed JSON as a scenario. `source` names it in errors. */
+export function validateScenario(json: unknown, source: string): Scenario {
+  const fail = (where: string, problem: string): never => {
+    throw new InputError(source, where, problem);
+  };
+  if (!Array.isArray(json)) {
+    return fail("", `expected a JSON array of branches and customers, got ${describe(json)}`);
+  }
+  const branches: BranchSpec[] = [];
+  const rawCustomers: { readonly at: string; readonly entry: Record<string, unknown> }[] = [];
+  json.forEach((entry: unknown, index: number) => {
+    const at = `[${index}]`;
+    if (!isRecord(entry)) return fail(at, `expected an object, got ${describe(entry)}`);
+    const type = entry.type;
+    if (type === undefined) return fail(`${at}.type`, `missing, expected "branch" or "customer"`);
+    if (type === "branch") {
+      const id = safeInteger(entry.id, `${at}.id`, fail);
+      if (branches.some((branch) => branch.id === id)) fail(`${at}.id`, `duplicate branch id ${id}`);
+      branches.push({ id, balance: safeInteger(entry.balance, `${at}.balance`, fail) });
+    } else if (type === "customer") {
+      rawCustomers.push({ at, entry });
+    } else {
+      fail(`${at}.type`, `expected "branch" or "customer", got ${describe(type)}`);
+    }
+  });
+  if (branches.length === 0) {
+    fail("", 'no branches: the input needs at least one entry with "type": "branch"');
+  }
+  const branchIds = new Set(branches.map((branch) => branch.id));
+  const customers = rawCustomers.map(({ at, entry }) => validateCustomer(entry, at, branchIds, fail));
+  return { branches, customers };
+}
+
+type Fail = (where: string, problem: string) => never;
+
+function validateCustomer(
+  entry: Record<string, unknown>,
+  at: string,
+  branchIds: ReadonlySet<number>,
+  fail: Fail,
+): CustomerEntry {
+  const id = safeInteger(entry.id, `${at}.id`, fail);
+  const events = entry.events;
+  if (events === undefined) fail(`${at}.events`, "missing, expected an array of events");
+  if (!Array.isArray(events)) {
+    return fail(`${at}.events`, `expected an array of events, got ${describe(events)}`);
+  }
+  return {
+    id,
+    events: events.map((event: unknown, index: number) => {
+      const eventAt = `${at}.events[${index}]`;
+      if (!isRecord(event)) return fail(eventAt, `expected an object, got ${describe(event)}`);
+      return validateEvent(event, eventAt, id, branchIds, fail);
+    }),
+  };
+}
+
+function validateEvent(
+  event: Record<string, unknown>,
+  at: string,
+  customerId: number,
+  branchIds: ReadonlySet<number>,
+  fail: Fail,
+): Event {
+  const eventId = event.id === undefined ? undefined : safeInteger(event.id, `${at}.id`, fail);
+  const name = event.interface;
+  if (name === undefined) fail(`${at}.interface`, `missing, expected one of ${INTERFACES.join(", ")}`);
+  if (!INTERFACES.includes(name as Interface)) {
+    fail(`${at}.interface`, `expected one of ${INTERFACES.join(", ")}, got ${describe(name)}`);
+  }
+  const kind = name as Interface;
+  // Older inputs carry a meaningless `money` on queries: it is ignored, whatever it holds.
+  const amount = kind === "query" ? 0 : safeInteger(event.money, `${at}.money`, fail);
+  return { id: eventId, interface: kind, amount, branch: route(event, at, customerId, branchIds, fail) };
+}
+
+/** The branch an event goes to: its `dest` (or `branch`), else the branch with the customer's id. */
+function route(
+  event: Record<string, unknown>,
+  at: string,
+  customerId: number,
+  branchIds: ReadonlySet<number>,
+  fail: Fail,
+): number {
+  const dest = event.dest === undefined ? undefined : safeInteger(event.dest, `${at}.dest`, fail);
+  const branch = event.branch === undefined ? undefined : safeInteger(event.branch, `${at}.branch`, fail);
+  if (dest !== undefined && branch !== undefined && dest !== branch) {
+    fail(at, `"dest" (${dest}) and "branch" (${branch}) name different branches`);
+  }
+  const target = dest ?? branch;
+  if (target === undefined) {
+    if (!branchIds.has(customerId)) {
+      fail(at, `no "dest" and no branch ${customerId} (the customer's own id) to default to`);
+    }
+    return customerId;
+  }
+  if (!branchIds.has(target)) {
+    fail(`${at}.${dest !== undefined ? "dest" : "branch"}`, `branch ${target} does not exist`);
+  }
+  return target;
+}
+
+function safeInteger(value: unknown, where: string, fail: Fail): number {
+  if (value === undefined) return fail(where, "missing, expected a non-negative safe integer");
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    return fail(where, `expected a non-negative safe integer, got ${describe(value)}`);
+  }
+  return value;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** A short rendering of a JSON value for an error message. */
+function describe(value: unknown): string {
+  if (Array.isArray(value)) return "an array";
+  if (value === null) return "null";
+  if (typeof value === "object") return "an object";
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 40 ? `${text.slice(0, 37)}...` : text;
+}
+
+/** Turns V8's JSON.parse error into one located by line and column. */
+function jsonSyntaxError(source: string, text: string, error: unknown): InputError {
+  const message = error instanceof Error ? error.message : String(error);
+  const located = /^(.*?)(?: in JSON)? at position (\d+)(?: \(line (\d+) column (\d+)\))?/.exec(message);
+  if (located === null) {
+    // V8 gives no position when the text ends early ("Unexpected end of JSON input").
+    const lines = text.split("\n");
+    const where = `line ${lines.length} column ${(lines.at(-1) ?? "").length + 1}`;
+    return new InputError(source, where, `invalid JSON: ${message}`);
+  }
+  const [, problem, position, line, column] = located;
+  const where = line !== undefined && column !== undefined
+    ? `line ${line} column ${column}`
+    : lineAndColumn(text, Number(position));
+  return new InputError(source, where, `invalid JSON: ${problem}`);
+}
+
+function lineAndColumn(text: string, offset: number): string {
+  const before = text.slice(0, offset).split("\n");
+  return `line ${before.length} column ${(before.at(-1) ?? "").length + 1}`;
+}
+
+/** A one-line reason for a failed file operation, without a stack trace. */
+export function describeFsError(error: unknown): string {
+  if (error instanceof Deno.errors.NotFound) return "file not found";
+  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (error instanceof Deno.errors.IsADirectory) return "is a directory";
+  if (error instanceof Error) return error.message.split("\n")[0] ?? error.name;
+  return String(error);
+}
+
+/** The scenario as input-file JSON, every event with an explicit `dest`: what main hands a customer process. */
+export function scenarioToJson(scenario: Scenario): unknown[] {
+  return [
+    ...scenario.branches.map((branch) => ({ type: "branch", id: branch.id, balance: branch.balance })),
+    ...scenario.customers.map((customer) => ({
+      type: "customer",
+      id: customer.id,
+      events: customer.events.map((event) => ({
+        ...(event.id === undefined ? {} : { id: event.id }),
+        interface: event.interface,
+        money: event.amount,
+        dest: event.branch,
+      })),
+    })),
+  ];
+}

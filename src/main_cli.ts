@@ -1,0 +1,121 @@
+/**
+ * `main`: the bank's command line. It runs the bank on an input file, and dispatches the `branch` and
+ * `customer` subcommands (the only way a binary made by `deno compile` can start its children).
+ *
+ * @module
+ */
+
+import { runBank } from "./bank.ts";
+import { runBranch } from "./branch_cli.ts";
+import { durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
+import { runCustomer } from "./customer_cli.ts";
+import { InputError } from "./input.ts";
+import { currentContext } from "./launch.ts";
+import { type Format, FORMATS } from "./output.ts";
+import { RunFailure, Supervisor } from "./supervisor.ts";
+
+/** What `main --help` prints. */
+export const MAIN_USAGE = `Usage: main.ts [run] INPUT [options]
+       main.ts branch --help | customer --help
+
+Runs the replicated bank on INPUT (a JSON array of branches and customers) and writes what each customer
+received to the output file.
+
+  --output PATH        where to write the output (default output.txt); written only after a successful run
+  --format F           ${FORMATS.join(", ")} (default json)
+  --port-base N        branch ID listens on 127.0.0.1:N+ID (default: free ports)
+  --deadline-ms MS     deadline of each request and propagation (default 10000)
+  --start-timeout-ms MS  how long branches may take to start serving (default 30000)
+  --verbose            print progress (processes started, their pids and addresses) on stderr
+
+Exit codes: 0 success, 1 a process failed while running, 2 bad input or usage, 130 interrupted.`;
+
+/** The run was interrupted by SIGINT. */
+class Interrupted extends Error {
+  constructor() {
+    super("interrupted: every process stopped, no output written");
+    this.name = "Interrupted";
+  }
+}
+
+/** Runs main's command line; returns the exit code. Errors are printed as one line, never a stack trace. */
+export async function main(args: readonly string[]): Promise<number> {
+  const [command, ...rest] = args;
+  if (command === "branch") {
+    return await guarded("branch", () => runBranch(rest), { control: rest.includes("--control-stdin") });
+  }
+  if (command === "customer") {
+    return await guarded("customer", () => runCustomer(rest), { control: rest.includes("--plan-stdin") });
+  }
+  return await guarded("bank", () => runMain(command === "run" ? rest : args), { control: false });
+}
+
+/**
+ * Runs an entry point, mapping its errors to exit codes. A child controlled by main ignores SIGINT: a
+ * Ctrl-C in a terminal reaches every process of the group, and main is the one that stops them in order.
+ */
+export async function guarded(
+  name: string,
+  run: () => Promise<number>,
+  options: { control: boolean },
+): Promise<number> {
+  const ignore = () => {};
+  if (options.control) Deno.addSignalListener("SIGINT", ignore);
+  try {
+    return await run();
+  } catch (error) {
+    if (error instanceof InputError) console.error(error.message);
+    else if (error instanceof UsageError) console.error(`${name}: ${error.message} (see --help)`);
+    else if (error instanceof RunFailure || error instanceof Interrupted) {
+      console.error(`${name}: ${error.message}`);
+    } else if (error instanceof Error && error.name !== "AssertionError") {
+      console.error(`${name}: ${error.message}`);
+    } else throw error; // A broken invariant is a bug: crash with its stack.
+    if (error instanceof Interrupted) return 130;
+    return error instanceof InputError || error instanceof UsageError ? 2 : 1;
+  } finally {
+    if (options.control) Deno.removeSignalListener("SIGINT", ignore);
+  }
+}
+
+async function runMain(args: readonly string[]): Promise<number> {
+  const { values, positionals } = parseFlags(args, {
+    output: { type: "string" },
+    format: { type: "string" },
+    "port-base": { type: "string" },
+    "deadline-ms": { type: "string" },
+    "start-timeout-ms": { type: "string" },
+    verbose: { type: "boolean" },
+    help: { type: "boolean" },
+  });
+  if (values.help) {
+    console.log(MAIN_USAGE);
+    return 0;
+  }
+  if (positionals.length !== 1) throw new UsageError(`expected one INPUT file, got ${positionals.length}`);
+  const format = (values.format ?? "json") as Format;
+  if (!FORMATS.includes(format)) {
+    throw new UsageError(`--format: expected one of ${FORMATS.join(", ")}, got "${format}"`);
+  }
+  const supervisor = new Supervisor();
+  const interrupt = () => supervisor.fail(new Interrupted());
+  Deno.addSignalListener("SIGINT", interrupt);
+  try {
+    await runBank({
+      inputPath: positionals[0] as string,
+      outputPath: values.output ?? "output.txt",
+      format,
+      portBase: values["port-base"] === undefined
+        ? undefined
+        : integerFlag("port-base", values["port-base"], 0),
+      deadlineMs: durationFlag("deadline-ms", values["deadline-ms"], 10_000),
+      startTimeoutMs: durationFlag("start-timeout-ms", values["start-timeout-ms"], 30_000),
+      context: currentContext(),
+      supervisor,
+      log: values.verbose ? (line) => console.error(`bank: ${line}`) : () => {},
+    });
+    return 0;
+  } finally {
+    Deno.removeSignalListener("SIGINT", interrupt);
+  }
+}

@@ -1,0 +1,279 @@
+/**
+ * The one module that touches grpc-js: loading the protos, serving a branch with its health service,
+ * and the clients that call branches. Everything else speaks in the plain types declared here.
+ *
+ * @module
+ */
+
+import * as grpc from "@grpc/grpc-js";
+import * as loader from "@grpc/proto-loader";
+import { fileURLToPath } from "node:url";
+import type { RefusalCode } from "./branch_core.ts";
+
+/** `Request` of proto/bank.proto as grpc-js decodes it (int64 fields arrive as decimal strings). */
+export interface WireRequest {
+  readonly id: number;
+  readonly interface: string;
+  readonly money: number;
+  readonly amount: string;
+  readonly customer_id: string;
+}
+
+/** `Response` of proto/bank.proto as grpc-js decodes it. */
+export interface WireResponse {
+  readonly interface: string;
+  readonly success: boolean;
+  readonly money: number;
+  readonly balance: string;
+}
+
+/** `Propagation` of proto/bank.proto as grpc-js decodes it. */
+export interface WirePropagation {
+  readonly origin: string;
+  readonly interface: string;
+  readonly amount: string;
+}
+
+/** `PropagationAck` of proto/bank.proto as grpc-js decodes it. */
+export interface WirePropagationAck {
+  readonly balance: string;
+}
+
+/** What a client sends: int64 fields may be given as numbers. */
+export type Outgoing<T> = { readonly [K in keyof T]: T[K] extends string ? string | number : T[K] };
+
+/** A call that ended with an error status, or an answer a handler wants to send as one. */
+export class RpcError extends Error {
+  constructor(readonly code: RefusalCode | "UNKNOWN", message: string) {
+    super(message);
+    this.name = "RpcError";
+  }
+}
+
+/** Paths of the protos, resolved next to the source (and embedded by `deno compile --include proto/`). */
+export const PROTO_PATHS: readonly string[] = [
+  fileURLToPath(new URL("../proto/bank.proto", import.meta.url)),
+  fileURLToPath(new URL("../proto/health.proto", import.meta.url)),
+];
+
+// Explicit, so that a reader need not know proto-loader's defaults: field names as written in the
+// .proto, int64 as exact decimal strings, enums by name, unset fields as their defaults.
+const LOADER_OPTIONS: loader.Options = {
+  keepCase: true,
+  longs: String,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
+
+// Loopback traffic must never be sent through an HTTP proxy that the environment happens to name.
+const CHANNEL_OPTIONS: grpc.ChannelOptions = { "grpc.enable_http_proxy": 0 };
+
+let services:
+  | { readonly branch: grpc.ServiceDefinition; readonly health: grpc.ServiceDefinition }
+  | undefined;
+
+function loadServices() {
+  if (services === undefined) {
+    const definition = loader.loadSync([...PROTO_PATHS], LOADER_OPTIONS);
+    services = {
+      branch: definition["Branch"] as grpc.ServiceDefinition,
+      health: definition["grpc.health.v1.Health"] as grpc.ServiceDefinition,
+    };
+  }
+  return services;
+}
+
+/** The methods of the Branch service, each answering with a promise; a rejection with RpcError sets the status. */
+export interface BranchHandlers {
+  deliver(request: WireRequest): Promise<Outgoing<WireResponse>>;
+  propagate(propagation: WirePropagation): Promise<Outgoing<WirePropagationAck>>;
+}
+
+/** A running branch server. */
+export interface BranchServer {
+  /** The port it listens on (the real one when it was asked for port 0). */
+  readonly port: number;
+  /** Sets the health status of the server ("") and of the "Branch" service. */
+  setServing(serving: boolean): void;
+  /** Stops taking calls, lets calls in progress finish for up to `graceMs`, then cuts the rest. */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+/** Serves `handlers` and the standard health service on `address` (host:port; port 0 picks one). */
+export async function serveBranch(address: string, handlers: BranchHandlers): Promise<BranchServer> {
+  const { branch, health } = loadServices();
+  const server = new grpc.Server();
+  server.addService(branch, {
+    deliver: unary(handlers.deliver),
+    propagate: unary(handlers.propagate),
+  });
+  const healthStatus = new HealthStatus();
+  server.addService(health, healthStatus.handlers());
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port) => {
+      if (error === null) resolve(port);
+      else reject(new Error(`cannot listen on ${address}: ${error.message}`));
+    })
+  );
+  return {
+    port,
+    setServing: (serving) => healthStatus.set(serving ? "SERVING" : "NOT_SERVING"),
+    shutdown: (graceMs) => shutdownServer(server, healthStatus, graceMs),
+  };
+}
+
+function unary<Req, Res>(handler: (request: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    handler(call.request).then(
+      (response) => callback(null, response),
+      (error: unknown) => callback(toServiceError(error)),
+    );
+  };
+}
+
+function toServiceError(error: unknown): Partial<grpc.StatusObject> {
+  if (error instanceof RpcError) return { code: grpc.status[error.code], details: error.message };
+  // Anything else is a bug in the handler: report it as INTERNAL rather than hang the caller.
+  return { code: grpc.status.INTERNAL, details: error instanceof Error ? error.message : String(error) };
+}
+
+async function shutdownServer(server: grpc.Server, health: HealthStatus, graceMs: number): Promise<void> {
+  health.set("NOT_SERVING");
+  health.endWatches();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    server.tryShutdown(() => resolve());
+  });
+  clearTimeout(timer);
+}
+
+type ServingStatus = "SERVING" | "NOT_SERVING";
+
+/** The standard grpc.health.v1 service, for the whole server ("") and for "Branch", which share one status. */
+class HealthStatus {
+  #status: ServingStatus = "NOT_SERVING";
+  readonly #watches = new Set<grpc.ServerWritableStream<{ service: string }, { status: string }>>();
+
+  set(status: ServingStatus): void {
+    this.#status = status;
+    for (const call of this.#watches) call.write({ status });
+  }
+
+  endWatches(): void {
+    for (const call of this.#watches) call.end();
+    this.#watches.clear();
+  }
+
+  handlers(): grpc.UntypedServiceImplementation {
+    const known = (service: string) => service === "" || service === "Branch";
+    const check: grpc.handleUnaryCall<{ service: string }, { status: string }> = (call, callback) => {
+      if (known(call.request.service)) callback(null, { status: this.#status });
+      else callback({ code: grpc.status.NOT_FOUND, details: `unknown service "${call.request.service}"` });
+    };
+    const watch: grpc.handleServerStreamingCall<{ service: string }, { status: string }> = (call) => {
+      if (!known(call.request.service)) {
+        call.write({ status: "SERVICE_UNKNOWN" });
+        return;
+      }
+      this.#watches.add(call);
+      call.on("cancelled", () => this.#watches.delete(call));
+      call.write({ status: this.#status });
+    };
+    return { Check: check, Watch: watch };
+  }
+}
+
+/** A client of one branch. Every call carries a deadline. */
+export class BranchClient {
+  readonly #client: grpc.Client;
+  readonly #methods: grpc.ServiceDefinition;
+  readonly #health: grpc.ServiceDefinition;
+
+  /** A client of the branch at `address` (host:port). It connects on the first call. */
+  constructor(readonly address: string) {
+    const { branch, health } = loadServices();
+    this.#methods = branch;
+    this.#health = health;
+    this.#client = new grpc.Client(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  }
+
+  /** Calls Branch.deliver; rejects with RpcError. */
+  deliver(request: Outgoing<WireRequest>, deadlineMs: number): Promise<WireResponse> {
+    return this.#unary("deliver", request, deadlineMs);
+  }
+
+  /** Calls Branch.propagate; rejects with RpcError. */
+  propagate(propagation: Outgoing<WirePropagation>, deadlineMs: number): Promise<WirePropagationAck> {
+    return this.#unary("propagate", propagation, deadlineMs);
+  }
+
+  /**
+   * Resolves once the branch's health service reports SERVING, by watching it (no polling). Rejects with
+   * RpcError when the deadline passes first or the branch cannot be reached.
+   */
+  waitUntilServing(deadlineMs: number): Promise<void> {
+    const method = this.#health["Watch"];
+    if (method === undefined) throw new Error("proto/health.proto has no Watch");
+    const call = this.#client.makeServerStreamRequest<{ service: string }, { status: string }>(
+      method.path,
+      method.requestSerialize,
+      method.responseDeserialize,
+      { service: "Branch" },
+      { deadline: Date.now() + deadlineMs },
+    );
+    return new Promise<void>((resolve, reject) => {
+      call.on("data", (response: { status: string }) => {
+        if (response.status !== "SERVING") return;
+        call.cancel();
+        resolve();
+      });
+      call.on("error", (error: grpc.ServiceError) => {
+        // Our own cancel() after SERVING ends the call with CANCELLED; the promise is settled by then.
+        if (error.code !== grpc.status.CANCELLED) reject(fromServiceError(error));
+      });
+      call.on("end", () => reject(new RpcError("UNAVAILABLE", `${this.address} stopped before serving`)));
+    });
+  }
+
+  /** Closes the channel; calls in flight fail. */
+  close(): void {
+    this.#client.close();
+  }
+
+  #unary<Req, Res>(name: string, request: Req, deadlineMs: number): Promise<Res> {
+    const method = this.#methods[name];
+    if (method === undefined) throw new Error(`proto/bank.proto has no rpc ${name}`);
+    return new Promise<Res>((resolve, reject) =>
+      this.#client.makeUnaryRequest<Req, Res>(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        request,
+        { deadline: Date.now() + deadlineMs },
+        (error, response) => {
+          if (error !== null) reject(fromServiceError(error));
+          else if (response === undefined) reject(new RpcError("INTERNAL", `${name}: empty response`));
+          else resolve(response);
+        },
+      )
+    );
+  }
+}
+
+function fromServiceError(error: grpc.ServiceError): RpcError {
+  const name = grpc.status[error.code] as string | undefined;
+  const known: readonly RefusalCode[] = [
+    "INVALID_ARGUMENT",
+    "UNAVAILABLE",
+    "ABORTED",
+    "DEADLINE_EXCEEDED",
+    "INTERNAL",
+  ];
+  const code = known.find((candidate) => candidate === name) ?? "UNKNOWN";
+  return new RpcError(code, `${name ?? error.code}: ${error.details}`);
+}
