@@ -102,7 +102,9 @@ async function runProcesses(scenario: Scenario, options: BankRunOptions): Promis
     options.log(`all ${branches.length} branches serving; customer process is pid ${customer.pid}`);
     const plan: CustomerPlan = { input: scenarioToJson(scenario), branches: addressOf };
     await customer.send(JSON.stringify(plan));
-    return await supervisor.race(collectResults(customer, scenario.customers.length));
+    const results = await supervisor.race(collectResults(customer, scenario.customers.length));
+    options.log(`all ${results.length} customer entries done`);
+    return results;
   } finally {
     await supervisor.stopAll(STOP_GRACE_MS);
   }

@@ -29,6 +29,7 @@ Runs one branch: a gRPC server holding a replica of the account's balance.
 Prints {"branch": ID, "listening": "HOST:PORT"} on stdout once listening.`;
 
 const SHUTDOWN_GRACE_MS = 2_000;
+const PEER_START_TIMEOUT_MS = 60_000;
 
 /** Runs a branch with the given arguments until it is told to stop; returns the exit code. */
 export async function runBranch(args: readonly string[]): Promise<number> {
@@ -49,28 +50,36 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   const id = integerFlag("id", values.id, 0);
   const peers = addressFlags("peer", values.peer);
   if (peers.has(id)) throw new UsageError(`--peer: branch ${id} cannot be its own peer`);
+  const deadlineMs = durationFlag("deadline-ms", values["deadline-ms"], 5_000);
   const node = await BranchNode.start({
     id,
     balance: integerFlag("balance", values.balance, 0),
     listen: values.listen ?? "127.0.0.1:0",
-    propagateDeadlineMs: durationFlag("deadline-ms", values["deadline-ms"], 5_000),
+    propagateDeadlineMs: deadlineMs,
   });
-  const host = (values.listen ?? "127.0.0.1:0").replace(/:\d+$/, "");
-  console.log(JSON.stringify({ branch: id, listening: `${host}:${node.port}` }));
-  if (values["control-stdin"]) await serveUnderControl(node);
-  else {
-    node.configure(peers);
-    await signalled();
+  try {
+    const host = (values.listen ?? "127.0.0.1:0").replace(/:\d+$/, "");
+    console.log(JSON.stringify({ branch: id, listening: `${host}:${node.port}` }));
+    if (values["control-stdin"]) await serveUnderControl(node, deadlineMs);
+    else {
+      // Started by hand, the peers may come up later than this branch: give them the start timeout.
+      await node.configure(peers, PEER_START_TIMEOUT_MS);
+      await signalled();
+    }
+  } finally {
+    await node.stop(SHUTDOWN_GRACE_MS);
   }
-  await node.stop(SHUTDOWN_GRACE_MS);
   return 0;
 }
 
 /** Configures the branch from the first line of stdin, then waits for stdin to close. */
-async function serveUnderControl(node: BranchNode): Promise<void> {
+async function serveUnderControl(node: BranchNode, timeoutMs: number): Promise<void> {
   for await (const line of readLines(Deno.stdin.readable)) {
     const message = JSON.parse(line) as { peers: Record<string, string> };
-    node.configure(new Map(Object.entries(message.peers).map(([id, address]) => [Number(id), address])));
+    await node.configure(
+      new Map(Object.entries(message.peers).map(([id, address]) => [Number(id), address])),
+      timeoutMs,
+    );
   }
 }
 

@@ -6,15 +6,22 @@
  */
 
 import { assert } from "./assert.ts";
-import { type BranchInput, type BranchOutput, type BranchState, initialState, step } from "./branch_core.ts";
+import {
+  type BranchInput,
+  type BranchOutput,
+  type BranchState,
+  initialState,
+  step,
+  type Update,
+} from "./branch_core.ts";
 import { decodePropagation, decodeRequest, encodeResponse } from "./wire_codec.ts";
 import {
   BranchClient,
   type BranchServer,
   type Outgoing,
+  type ReplicationStream,
   RpcError,
   serveBranch,
-  type WirePropagationAck,
   type WireResponse,
 } from "./transport.ts";
 
@@ -29,14 +36,16 @@ export interface BranchNodeOptions {
   readonly propagateDeadlineMs: number;
 }
 
-type Answer = Outgoing<WireResponse> | Outgoing<WirePropagationAck>;
+/** What an inbound call is answered with: a response for a customer, a balance for a propagation. */
+type Answer = Outgoing<WireResponse> | number;
 
 /** A running branch. It refuses customers until {@linkcode BranchNode.configure} gives it its peers. */
 export class BranchNode {
   readonly #options: BranchNodeOptions;
   #server: BranchServer | undefined;
   #state: BranchState | undefined;
-  #clients = new Map<number, BranchClient>();
+  readonly #clients = new Map<number, BranchClient>();
+  readonly #streams = new Map<number, ReplicationStream>();
   #nextRequestId = 1;
   readonly #calls = new Map<number, { resolve(answer: Answer): void; reject(error: RpcError): void }>();
 
@@ -65,7 +74,7 @@ export class BranchNode {
             new RpcError("INVALID_ARGUMENT", `branch ${decoded.value.origin} is not a peer`),
           );
         }
-        return node.#call<Outgoing<WirePropagationAck>>((requestId) => ({
+        return node.#call<number>((requestId) => ({
           type: "propagation",
           requestId,
           ...decoded.value,
@@ -81,19 +90,39 @@ export class BranchNode {
     return this.#server.port;
   }
 
-  /** Gives the branch its peers (id to host:port) and starts serving customers. Once only. */
-  configure(peers: ReadonlyMap<number, string>): void {
+  /**
+   * Gives the branch its peers (id to host:port), opens a replication stream to each, and once every
+   * peer has accepted its stream, starts serving customers. Once only. Rejects with RpcError naming the
+   * peer that did not accept within `timeoutMs`.
+   */
+  async configure(peers: ReadonlyMap<number, string>, timeoutMs: number): Promise<void> {
     assert(this.#state === undefined, `branch ${this.#options.id} configured twice`);
     assert(this.#server !== undefined, "branch server not started");
+    for (const [id, address] of peers) {
+      const client = new BranchClient(address);
+      this.#clients.set(id, client);
+      this.#streams.set(id, client.replicate());
+    }
+    await Promise.all(
+      [...this.#streams].map(([id, stream]) =>
+        stream.accepted(timeoutMs).catch((error: RpcError) => {
+          throw new RpcError(error.code, `branch ${id}: ${error.message}`);
+        })
+      ),
+    );
     this.#state = initialState(this.#options.id, this.#options.balance, [...peers.keys()]);
-    for (const [id, address] of peers) this.#clients.set(id, new BranchClient(address));
     this.#server.setServing(true);
   }
 
-  /** Stops serving (calls in progress get up to `graceMs`) and closes every client. */
+  /**
+   * Stops: ends its replication streams, stops serving (calls in progress, and peers' streams into this
+   * branch, get up to `graceMs` to finish), and closes every client.
+   */
   async stop(graceMs: number): Promise<void> {
+    for (const stream of this.#streams.values()) stream.end();
     await this.#server?.shutdown(graceMs);
     for (const client of this.#clients.values()) client.close();
+    this.#streams.clear();
     this.#clients.clear();
   }
 
@@ -130,7 +159,7 @@ export class BranchNode {
           encodeResponse(output.interface, output.success, output.balance),
         );
       case "ack":
-        return this.#answer(output.requestId, { balance: String(output.balance) });
+        return this.#answer(output.requestId, output.balance);
       case "refuse": {
         const call = this.#calls.get(output.requestId);
         this.#calls.delete(output.requestId);
@@ -148,11 +177,11 @@ export class BranchNode {
     call.resolve(answer);
   }
 
-  #propagate(requestId: number, to: number, update: { kind: string; amount: number }): void {
-    const client = this.#clients.get(to);
-    assert(client !== undefined, `branch ${this.#options.id} has no client for peer ${to}`);
+  #propagate(requestId: number, to: number, update: Update): void {
+    const stream = this.#streams.get(to);
+    assert(stream !== undefined, `branch ${this.#options.id} has no stream to peer ${to}`);
     const propagation = { origin: this.#options.id, interface: update.kind, amount: update.amount };
-    client.propagate(propagation, this.#options.propagateDeadlineMs).then(
+    stream.send(propagation, this.#options.propagateDeadlineMs).then(
       () => this.#feed({ type: "propagated", requestId, peer: to, refusal: undefined }),
       (error: RpcError) => {
         const code = error.code === "UNKNOWN" ? "UNAVAILABLE" : error.code;

@@ -112,7 +112,9 @@ async function runMain(args: readonly string[]): Promise<number> {
       startTimeoutMs: durationFlag("start-timeout-ms", values["start-timeout-ms"], 30_000),
       context: currentContext(),
       supervisor,
-      log: values.verbose ? (line) => console.error(`bank: ${line}`) : () => {},
+      log: values.verbose
+        ? (line) => console.error(`bank: ${Math.round(performance.now())} ms: ${line}`)
+        : () => {},
     });
     return 0;
   } finally {

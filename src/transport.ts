@@ -32,11 +32,15 @@ export interface WirePropagation {
   readonly origin: string;
   readonly interface: string;
   readonly amount: string;
+  readonly seq: string;
 }
 
 /** `PropagationAck` of proto/bank.proto as grpc-js decodes it. */
 export interface WirePropagationAck {
+  readonly seq: string;
   readonly balance: string;
+  readonly code: number;
+  readonly message: string;
 }
 
 /** What a client sends: int64 fields may be given as numbers. */
@@ -87,7 +91,11 @@ function loadServices() {
 /** The methods of the Branch service, each answering with a promise; a rejection with RpcError sets the status. */
 export interface BranchHandlers {
   deliver(request: WireRequest): Promise<Outgoing<WireResponse>>;
-  propagate(propagation: WirePropagation): Promise<Outgoing<WirePropagationAck>>;
+  /**
+   * One propagation arriving on a replicate stream; resolves with the balance after applying it. Must
+   * settle in arrival order (the core answers each input as it steps it), since acks go out in that order.
+   */
+  propagate(propagation: WirePropagation): Promise<number>;
 }
 
 /** A running branch server. */
@@ -106,7 +114,7 @@ export async function serveBranch(address: string, handlers: BranchHandlers): Pr
   const server = new grpc.Server();
   server.addService(branch, {
     deliver: unary(handlers.deliver),
-    propagate: unary(handlers.propagate),
+    replicate: replicateHandler(handlers.propagate),
   });
   const healthStatus = new HealthStatus();
   server.addService(health, healthStatus.handlers());
@@ -129,6 +137,34 @@ function unary<Req, Res>(handler: (request: Req) => Promise<Res>): grpc.handleUn
       (response) => callback(null, response),
       (error: unknown) => callback(toServiceError(error)),
     );
+  };
+}
+
+type ServerReplication = grpc.ServerDuplexStream<WirePropagation, Outgoing<WirePropagationAck>>;
+
+function replicateHandler(
+  propagate: BranchHandlers["propagate"],
+): grpc.handleBidiStreamingCall<WirePropagation, Outgoing<WirePropagationAck>> {
+  return (call: ServerReplication) => {
+    // Headers now, before any message: this is how the origin learns the stream is accepted.
+    call.sendMetadata(new grpc.Metadata());
+    call.on("data", (propagation: WirePropagation) => {
+      propagate(propagation).then(
+        (balance) => call.write({ seq: propagation.seq, balance: String(balance), code: 0, message: "" }),
+        (error: unknown) => {
+          const { code, details } = toServiceError(error);
+          call.write({
+            seq: propagation.seq,
+            balance: "0",
+            code: code ?? grpc.status.INTERNAL,
+            message: details ?? "",
+          });
+        },
+      );
+    });
+    call.on("end", () => call.end());
+    // The origin went away; its unanswered propagations have nobody left to tell.
+    call.on("error", () => {});
   };
 }
 
@@ -207,9 +243,18 @@ export class BranchClient {
     return this.#unary("deliver", request, deadlineMs);
   }
 
-  /** Calls Branch.propagate; rejects with RpcError. */
-  propagate(propagation: Outgoing<WirePropagation>, deadlineMs: number): Promise<WirePropagationAck> {
-    return this.#unary("propagate", propagation, deadlineMs);
+  /** Opens a Branch.replicate stream to this branch. */
+  replicate(): ReplicationStream {
+    const method = this.#methods["replicate"];
+    if (method === undefined) throw new Error("proto/bank.proto has no rpc replicate");
+    const call = this.#client.makeBidiStreamRequest<Outgoing<WirePropagation>, WirePropagationAck>(
+      method.path,
+      method.requestSerialize,
+      method.responseDeserialize,
+      // The stream lives as long as the branch; each message gets its own deadline instead.
+      { deadline: Infinity },
+    );
+    return new ReplicationStream(this.address, call);
   }
 
   /**
@@ -265,15 +310,112 @@ export class BranchClient {
   }
 }
 
+type ClientReplication = grpc.ClientDuplexStream<Outgoing<WirePropagation>, WirePropagationAck>;
+
+/** The origin's end of a Branch.replicate stream: sends propagations, matches their acks by `seq`. */
+export class ReplicationStream {
+  readonly #address: string;
+  readonly #call: ClientReplication;
+  readonly #pending = new Map<string, { resolve(balance: number): void; reject(error: RpcError): void }>();
+  readonly #accepted: Promise<void>;
+  #seq = 0;
+  #broken: RpcError | undefined;
+
+  constructor(address: string, call: ClientReplication) {
+    this.#address = address;
+    this.#call = call;
+    this.#accepted = new Promise<void>((resolve, reject) => {
+      call.on("metadata", () => resolve());
+      call.on("error", (error: grpc.ServiceError) => {
+        const cause = fromServiceError(error);
+        reject(
+          this.#break(new RpcError(cause.code, `replication stream to ${address} broke: ${cause.message}`)),
+        );
+      });
+    });
+    this.#accepted.catch(() => {}); // Seen by accepted() or by the pending sends.
+    call.on("data", (ack: WirePropagationAck) => this.#settle(ack));
+    call.on(
+      "end",
+      () => this.#break(new RpcError("UNAVAILABLE", `${address} closed the replication stream`)),
+    );
+  }
+
+  /** Resolves once the receiver has accepted the stream; rejects if it does not within `timeoutMs`. */
+  async accepted(timeoutMs: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const message = `${this.#address} did not accept a replication stream within ${timeoutMs} ms`;
+        reject(new RpcError("DEADLINE_EXCEEDED", message));
+      }, timeoutMs);
+    });
+    try {
+      await Promise.race([this.#accepted, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Sends one update; resolves with the receiver's balance after it, or rejects with RpcError. */
+  send(
+    update: { readonly origin: number; readonly interface: string; readonly amount: number },
+    deadlineMs: number,
+  ): Promise<number> {
+    if (this.#broken !== undefined) return Promise.reject(this.#broken);
+    const seq = String(++this.#seq);
+    return new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(seq);
+        reject(
+          new RpcError("DEADLINE_EXCEEDED", `${this.#address} did not acknowledge within ${deadlineMs} ms`),
+        );
+      }, deadlineMs);
+      this.#pending.set(seq, {
+        resolve: (balance) => (clearTimeout(timer), resolve(balance)),
+        reject: (error) => (clearTimeout(timer), reject(error)),
+      });
+      this.#call.write({ ...update, seq });
+    });
+  }
+
+  /** Half-closes the stream; the receiver ends its side once it has answered everything sent. */
+  end(): void {
+    this.#call.end();
+  }
+
+  #settle(ack: WirePropagationAck): void {
+    const pending = this.#pending.get(ack.seq);
+    // Unknown: its deadline already passed and the sender was told so.
+    if (pending === undefined) return;
+    this.#pending.delete(ack.seq);
+    if (ack.code === 0) pending.resolve(Number(ack.balance));
+    else pending.reject(new RpcError(statusName(ack.code), ack.message));
+  }
+
+  /** Fails every pending send, and every later one, with the first cause; returns that cause. */
+  #break(error: RpcError): RpcError {
+    this.#broken ??= error;
+    for (const pending of this.#pending.values()) pending.reject(this.#broken);
+    this.#pending.clear();
+    return this.#broken;
+  }
+}
+
+const REFUSAL_CODES: readonly RefusalCode[] = [
+  "INVALID_ARGUMENT",
+  "UNAVAILABLE",
+  "ABORTED",
+  "DEADLINE_EXCEEDED",
+  "INTERNAL",
+];
+
+function statusName(code: number): RefusalCode | "UNKNOWN" {
+  const name = grpc.status[code] as string | undefined;
+  return REFUSAL_CODES.find((candidate) => candidate === name) ?? "UNKNOWN";
+}
+
 function fromServiceError(error: grpc.ServiceError): RpcError {
   const name = grpc.status[error.code] as string | undefined;
-  const known: readonly RefusalCode[] = [
-    "INVALID_ARGUMENT",
-    "UNAVAILABLE",
-    "ABORTED",
-    "DEADLINE_EXCEEDED",
-    "INTERNAL",
-  ];
-  const code = known.find((candidate) => candidate === name) ?? "UNKNOWN";
-  return new RpcError(code, `${name ?? error.code}: ${error.details}`);
+  return new RpcError(statusName(error.code), `${name ?? error.code}: ${error.details}`);
 }
