@@ -1,0 +1,80 @@
+import { assertEquals } from "./_assert.ts";
+import { decodePropagation, decodeRequest, encodeResponse, parseUnits } from "../src/wire_codec.ts";
+
+const request = (fields: Partial<{ interface: string; money: number; amount: string }>) => ({
+  id: 1,
+  interface: "deposit",
+  money: 0,
+  amount: "0",
+  customer_id: "0",
+  ...fields,
+});
+
+Deno.test("decodeRequest() takes an original client's int32 money", () => {
+  assertEquals(decodeRequest(request({ money: 170 })), {
+    ok: true,
+    value: { interface: "deposit", amount: 170 },
+  });
+});
+
+Deno.test("decodeRequest() takes the int64 amount beyond int32", () => {
+  const value = { interface: "withdraw", amount: Number.MAX_SAFE_INTEGER } as const;
+  assertEquals(decodeRequest(request({ interface: "withdraw", amount: "9007199254740991" })), {
+    ok: true,
+    value,
+  });
+});
+
+Deno.test("decodeRequest() ignores money on a query", () => {
+  assertEquals(decodeRequest(request({ interface: "query", money: -3 })), {
+    ok: true,
+    value: { interface: "query", amount: 0 },
+  });
+});
+
+Deno.test("decodeRequest() refuses malformed requests with INVALID_ARGUMENT", () => {
+  const code = (fields: Parameters<typeof request>[0]) => {
+    const decoded = decodeRequest(request(fields));
+    return decoded.ok ? "ok" : decoded.refusal.code;
+  };
+  assertEquals(code({ interface: "steal" }), "INVALID_ARGUMENT");
+  assertEquals(code({ interface: "" }), "INVALID_ARGUMENT");
+  assertEquals(code({ money: -5 }), "INVALID_ARGUMENT");
+  assertEquals(code({ amount: "9007199254740992" }), "INVALID_ARGUMENT");
+  assertEquals(code({ amount: "-1" }), "INVALID_ARGUMENT");
+  assertEquals(code({ money: 5, amount: "6" }), "INVALID_ARGUMENT");
+  assertEquals(code({ money: 5, amount: "5" }), "ok");
+});
+
+Deno.test("decodePropagation() refuses a query or a bad origin", () => {
+  const propagation = { origin: "1", interface: "deposit", amount: "5", seq: "1" };
+  assertEquals(decodePropagation(propagation), {
+    ok: true,
+    value: { origin: 1, update: { kind: "deposit", amount: 5 } },
+  });
+  assertEquals(decodePropagation({ ...propagation, interface: "query" }).ok, false);
+  assertEquals(decodePropagation({ ...propagation, origin: "x" }).ok, false);
+});
+
+Deno.test("encodeResponse() fills the original int32 money only while the balance fits", () => {
+  assertEquals(encodeResponse("query", true, 570), {
+    interface: "query",
+    success: true,
+    money: 570,
+    balance: "570",
+  });
+  assertEquals(encodeResponse("query", true, 2 ** 31), {
+    interface: "query",
+    success: true,
+    money: 0,
+    balance: "2147483648",
+  });
+});
+
+Deno.test("parseUnits() accepts exactly the safe non-negative integers", () => {
+  assertEquals(parseUnits("0"), 0);
+  assertEquals(parseUnits("9007199254740991"), Number.MAX_SAFE_INTEGER);
+  assertEquals(parseUnits("9007199254740992"), undefined);
+  assertEquals(parseUnits("1e3"), undefined);
+  assertEquals(parseUnits(""), undefined);
+});
