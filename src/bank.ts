@@ -112,8 +112,9 @@ async function runProcesses(scenario: Scenario, options: BankRunOptions): Promis
 
 async function listeningAddress(child: Child): Promise<string> {
   const line = await child.nextLine();
-  const address = line === undefined ? undefined : (JSON.parse(line) as { listening?: string }).listening;
-  if (typeof address !== "string") throw new RunFailure(`${child.name} did not report its address: ${line}`);
+  if (line === undefined) throw await child.failure(" before it reported its address");
+  const address = (JSON.parse(line) as { listening?: unknown }).listening;
+  if (typeof address !== "string") throw new RunFailure(`${child.name} reported no address: ${line}`);
   return address;
 }
 
@@ -133,10 +134,7 @@ async function collectResults(customer: Child, expected: number): Promise<EntryR
   }
   const status = await customer.exited;
   if (!status.success || results.length !== expected) {
-    throw new RunFailure(
-      `${customer.name} (pid ${customer.pid}) exited with code ${status.code} after ${results.length} of ` +
-        `${expected} customer entries; its stderr ended with:\n${customer.stderrTail()}`,
-    );
+    throw await customer.failure(` after ${results.length} of ${expected} customer entries`);
   }
   return results;
 }

@@ -77,6 +77,15 @@ export class Child {
       : this.#tail.map((line) => `  ${line}`).join("\n");
   }
 
+  /** A failure that names the child, how it ended (with `detail` after), and its stderr tail. */
+  async failure(detail: string): Promise<RunFailure> {
+    const status = await this.exited;
+    const how = status.signal !== null ? `was killed by ${status.signal}` : `exited with code ${status.code}`;
+    return new RunFailure(
+      `${this.name} (pid ${this.pid}) ${how}${detail}; its stderr ended with:\n${this.stderrTail()}`,
+    );
+  }
+
   async #keepTail(stderr: ReadableStream<Uint8Array>): Promise<void> {
     for await (const line of readLines(stderr)) {
       this.#tail.push(line);
@@ -110,16 +119,9 @@ export class Supervisor {
   spawn(name: string, command: ChildCommand, options: { readonly job: boolean }): Child {
     const child = new Child(name, command);
     this.#children.push(child);
-    child.exited.then((status) => {
+    child.exited.then(async (status) => {
       if (this.#stopping || (options.job && status.success)) return;
-      const how = status.signal !== null
-        ? `was killed by ${status.signal}`
-        : `exited with code ${status.code}`;
-      this.fail(
-        new RunFailure(
-          `${child.name} (pid ${child.pid}) ${how}; its stderr ended with:\n${child.stderrTail()}`,
-        ),
-      );
+      this.fail(await child.failure(""));
     });
     return child;
   }

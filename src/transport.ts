@@ -7,6 +7,7 @@
 
 import * as grpc from "@grpc/grpc-js";
 import * as loader from "@grpc/proto-loader";
+import process from "node:process";
 import { fileURLToPath } from "node:url";
 import type { RefusalCode } from "./branch_core.ts";
 
@@ -73,6 +74,12 @@ const LOADER_OPTIONS: loader.Options = {
 // Loopback traffic must never be sent through an HTTP proxy that the environment happens to name.
 const CHANNEL_OPTIONS: grpc.ChannelOptions = { "grpc.enable_http_proxy": 0 };
 
+// grpc-js logs its own copy of errors that reach us anyway (a failed bind, say) to stderr. Keep stderr
+// to our one-line messages unless the user asks for grpc-js's logs through its own variables.
+if (process.env.GRPC_VERBOSITY === undefined && process.env.GRPC_NODE_VERBOSITY === undefined) {
+  grpc.setLogVerbosity(grpc.logVerbosity.NONE);
+}
+
 let services:
   | { readonly branch: grpc.ServiceDefinition; readonly health: grpc.ServiceDefinition }
   | undefined;
@@ -121,7 +128,7 @@ export async function serveBranch(address: string, handlers: BranchHandlers): Pr
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port) => {
       if (error === null) resolve(port);
-      else reject(new Error(`cannot listen on ${address}: ${error.message}`));
+      else reject(new Error(`cannot listen on ${address}: ${bindProblem(error)}`));
     })
   );
   return {
@@ -129,6 +136,14 @@ export async function serveBranch(address: string, handlers: BranchHandlers): Pr
     setServing: (serving) => healthStatus.set(serving ? "SERVING" : "NOT_SERVING"),
     shutdown: (graceMs) => shutdownServer(server, healthStatus, graceMs),
   };
+}
+
+/** The reason a bind failed, without grpc-js's wrapping ("No address added out of total 1 resolved ..."). */
+function bindProblem(error: Error): string {
+  if (error.message.includes("EADDRINUSE")) return "address already in use";
+  if (error.message.includes("EADDRNOTAVAIL")) return "address not available on this host";
+  if (error.message.includes("EACCES")) return "permission denied";
+  return error.message;
 }
 
 function unary<Req, Res>(handler: (request: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {

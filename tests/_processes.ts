@@ -1,0 +1,119 @@
+/**
+ * Helpers for tests that run the real programs as processes.
+ *
+ * @module
+ */
+
+import { fileURLToPath } from "node:url";
+import { readLines } from "../src/lines.ts";
+
+/** The project's directory. */
+export const ROOT: string = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
+
+/** What a finished process left. */
+export interface Finished {
+  readonly code: number;
+  readonly signal: Deno.Signal | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** The arguments that run one of the project's entry files with Deno. */
+export function denoArgs(entry: string, args: readonly string[]): string[] {
+  return ["run", "-A", `--config=${ROOT}/deno.json`, `${ROOT}/${entry}`, ...args];
+}
+
+/** Runs `entry` (main.ts, branch.ts, customer.ts or a fixture) to completion in `cwd`. */
+export async function runEntry(
+  entry: string,
+  args: readonly string[],
+  cwd: string = ROOT,
+): Promise<Finished> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: denoArgs(entry, args),
+    cwd,
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  })
+    .output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    signal: output.signal,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** A running process whose stderr is read line by line (so the test can wait for a log line). */
+export class Running {
+  readonly process: Deno.ChildProcess;
+  readonly stderrLines: string[] = [];
+  readonly #lines: AsyncGenerator<string>;
+  readonly #stdout: Promise<string>;
+
+  constructor(entry: string, args: readonly string[], cwd: string = ROOT) {
+    this.process = new Deno.Command(Deno.execPath(), {
+      args: denoArgs(entry, args),
+      cwd,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    this.#lines = readLines(this.process.stderr);
+    this.#stdout = new Response(this.process.stdout).text();
+  }
+
+  /** Reads stderr until a line matches `pattern` (undefined if stderr ends first). */
+  async waitFor(pattern: RegExp): Promise<string | undefined> {
+    for (let next = await this.#lines.next(); !next.done; next = await this.#lines.next()) {
+      this.stderrLines.push(next.value);
+      if (pattern.test(next.value)) return next.value;
+    }
+    return undefined;
+  }
+
+  /** Waits for the process to exit, reading the rest of its output. */
+  async finish(): Promise<Finished> {
+    await this.waitFor(/(?!)/);
+    const status = await this.process.status;
+    return {
+      code: status.code,
+      signal: status.signal,
+      stdout: await this.#stdout,
+      stderr: this.stderrLines.join("\n"),
+    };
+  }
+}
+
+/** The pids that `main.ts --verbose` reports for its children. */
+export function childPids(stderr: string): number[] {
+  const pids = [...stderr.matchAll(/\(pid (\d+)\)|customer process is pid (\d+)/g)];
+  return [...new Set(pids.map((match) => Number(match[1] ?? match[2])))];
+}
+
+/** Whether a process with this pid is running (a zombie counts as gone). */
+export function isRunning(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return !/^\d+ \(.*\) Z /.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+/** A temporary directory, removed when the returned object is disposed. */
+export async function tempDir(): Promise<AsyncDisposable & { readonly path: string }> {
+  const path = await Deno.makeTempDir({ prefix: "bank-test-" });
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+}
+
+/** An input with `branches` branches of `balance` and the given customer entries. */
+export function makeInput(branches: number, balance: number, customers: readonly unknown[]): string {
+  const entries = Array.from(
+    { length: branches },
+    (_, index) => ({ id: index + 1, type: "branch", balance }),
+  );
+  return JSON.stringify([...customers, ...entries]);
+}

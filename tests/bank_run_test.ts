@@ -1,0 +1,198 @@
+import { assertEquals, assertMatch, assertOk } from "./_assert.ts";
+import { childPids, isRunning, makeInput, ROOT, runEntry, Running, tempDir } from "./_processes.ts";
+
+// The expected outputs are the issue's, written by hand, not produced by this code.
+const EXAMPLE_JSON = `[
+{"id": 1, "recv": [{"interface": "query", "balance": 400}]},
+{"id": 2, "recv": [{"interface": "deposit", "result": "success"}, {"interface": "query", "balance": 570}]},
+{"id": 3, "recv": [{"interface": "withdraw", "result": "success"}, {"interface": "query", "balance": 500}]}
+]
+`;
+const EXAMPLE_LEGACY = `{'id': 1, 'recv': [{'interface': 'query', 'result': 'success', 'money': 400}]}
+{'id': 2, 'recv': [{'interface': 'deposit', 'result': 'success'}, {'interface': 'query', 'result': 'success', 'money': 570}]}
+{'id': 3, 'recv': [{'interface': 'withdraw', 'result': 'success'}, {'interface': 'query', 'result': 'success', 'money': 500}]}
+`;
+const EXAMPLE_SEED = `{'id': 1, 'recv': [{'interface': 'query', 'success': True, 'money': 400}]}
+{'id': 2, 'recv': [{'interface': 'deposit', 'success': True}, {'interface': 'query', 'success': True, 'money': 570}]}
+{'id': 3, 'recv': [{'interface': 'withdraw', 'success': True}, {'interface': 'query', 'success': True, 'money': 500}]}
+`;
+
+function assertAllStopped(stderr: string, expected: number): void {
+  const pids = childPids(stderr);
+  assertEquals(pids.length, expected, `pids reported in:\n${stderr}`);
+  for (const pid of pids) assertOk(!isRunning(pid), `pid ${pid} is still running`);
+}
+
+Deno.test("main.ts writes output.txt for the shipped Input.json, and leaves no process behind", async () => {
+  await using dir = await tempDir();
+  const run = await runEntry("main.ts", [`${ROOT}/Input.json`, "--verbose"], dir.path);
+  assertEquals(run.code, 0, run.stderr);
+  assertEquals(await Deno.readTextFile(`${dir.path}/output.txt`), EXAMPLE_JSON);
+  assertAllStopped(run.stderr, 4);
+  assertEquals(
+    [...Deno.readDirSync(dir.path)].map((entry) => entry.name),
+    ["output.txt"],
+    "no temporary file left",
+  );
+});
+
+Deno.test("main.ts --format legacy and --format seed write the older line formats", async () => {
+  await using dir = await tempDir();
+  for (const [format, expected] of [["legacy", EXAMPLE_LEGACY], ["seed", EXAMPLE_SEED]]) {
+    const output = `${dir.path}/${format}.txt`;
+    const run = await runEntry("main.ts", [
+      "run",
+      `${ROOT}/Input.json`,
+      "--format",
+      format as string,
+      "--output",
+      output,
+    ]);
+    assertEquals(run.code, 0, run.stderr);
+    assertEquals(await Deno.readTextFile(output), expected);
+  }
+});
+
+Deno.test("main.ts passes the course's graded shape: 50 branches, 100 customer entries", async () => {
+  await using dir = await tempDir();
+  const round = (kind: string) =>
+    Array.from({ length: 50 }, (_, index) => ({
+      id: index + 1,
+      type: "customer",
+      events: [{ interface: kind, money: 10 }, { interface: "query" }],
+    }));
+  await Deno.writeTextFile(
+    `${dir.path}/in.json`,
+    makeInput(50, 400, [...round("deposit"), ...round("withdraw")]),
+  );
+  const run = await runEntry("main.ts", ["in.json", "--output", "out.txt"], dir.path);
+  assertEquals(run.code, 0, run.stderr);
+  const output = JSON.parse(await Deno.readTextFile(`${dir.path}/out.txt`)) as {
+    recv: { balance?: number }[];
+  }[];
+  const queries = output.map((entry) => entry.recv[1]?.balance);
+  const expected = [
+    ...Array.from({ length: 50 }, (_, index) => 410 + 10 * index),
+    ...Array.from({ length: 50 }, (_, index) => 890 - 10 * index),
+  ];
+  assertEquals(queries, expected);
+});
+
+Deno.test("main.ts refuses bad input with one line and exit 2, starting nothing and keeping the old output", async () => {
+  await using dir = await tempDir();
+  const cases: [string, string | undefined, RegExp][] = [
+    ["missing.json", undefined, /^missing\.json: cannot read input: file not found$/],
+    ["empty.json", "", /^empty\.json: empty file/],
+    ["broken.json", '[{"id": 1,}]', /^broken\.json: line 1 column 11: invalid JSON: /],
+    ["object.json", "{}", /^object\.json: expected a JSON array/],
+    [
+      "money.json",
+      makeInput(1, 1, [{ id: 1, type: "customer", events: [{ interface: "deposit", money: -5 }] }]),
+      /^money\.json: \[0\]\.events\[0\]\.money: expected a non-negative safe integer, got -5$/,
+    ],
+    [
+      "route.json",
+      makeInput(1, 1, [{ id: 1, type: "customer", events: [{ interface: "query", dest: 4 }] }]),
+      /^route\.json: \[0\]\.events\[0\]\.dest: branch 4 does not exist$/,
+    ],
+  ];
+  await Deno.writeTextFile(`${dir.path}/output.txt`, "previous output\n");
+  for (const [name, text, expected] of cases) {
+    if (text !== undefined) await Deno.writeTextFile(`${dir.path}/${name}`, text);
+    const run = await runEntry("main.ts", [name, "--verbose"], dir.path);
+    assertEquals(run.code, 2, `${name}: ${run.stderr}`);
+    assertEquals(run.stderr.trimEnd().split("\n").length, 1, `${name}: one line, got:\n${run.stderr}`);
+    assertMatch(run.stderr.trimEnd(), expected);
+    assertEquals(childPids(run.stderr), [], "no process started");
+  }
+  assertEquals(await Deno.readTextFile(`${dir.path}/output.txt`), "previous output\n");
+  assertOk(
+    ![...Deno.readDirSync(dir.path)].some((entry) => entry.name.endsWith(".tmp")),
+    "no temporary file left",
+  );
+});
+
+Deno.test("main.ts refuses an output path that cannot be written, before starting anything", async () => {
+  await using dir = await tempDir();
+  const run = await runEntry("main.ts", [
+    `${ROOT}/Input.json`,
+    "--output",
+    `${dir.path}/no/such/dir/out.txt`,
+  ]);
+  assertEquals(run.code, 2);
+  assertMatch(run.stderr.trimEnd(), /^\S+out\.txt: cannot write output: directory "\S+dir" does not exist$/);
+});
+
+Deno.test("main.ts refuses unknown flags and formats as usage errors", async () => {
+  const flag = await runEntry("main.ts", [`${ROOT}/Input.json`, "--colour"]);
+  assertEquals(flag.code, 2);
+  assertMatch(flag.stderr, /^bank: Unknown option '--colour'/);
+  const format = await runEntry("main.ts", [`${ROOT}/Input.json`, "--format", "xml"]);
+  assertEquals(format.code, 2);
+  assertMatch(format.stderr, /--format: expected one of json, legacy, seed/);
+});
+
+Deno.test("main.ts fails with exit 1 naming the branch whose port is taken, and stops the others", async () => {
+  await using dir = await tempDir();
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const base = (taken.addr as Deno.NetAddr).port - 2; // Branch 2 of the example gets the taken port.
+  const run = await runEntry(
+    "main.ts",
+    [`${ROOT}/Input.json`, "--port-base", String(base), "--verbose"],
+    dir.path,
+  );
+  assertEquals(run.code, 1, run.stderr);
+  assertMatch(
+    run.stderr,
+    /branch 2 \(pid \d+\) exited with code 1( before it reported its address)?; its stderr ended with:\n.*cannot listen on 127\.0\.0\.1:\d+/,
+  );
+  assertEquals([...Deno.readDirSync(dir.path)], [], "no output written");
+  for (const pid of [...run.stderr.matchAll(/pid (\d+)/g)].map((match) => Number(match[1]))) {
+    assertOk(!isRunning(pid), `pid ${pid} is still running`);
+  }
+});
+
+/** An input long enough that a run is surely still going when the test interferes with it. */
+async function longInput(path: string): Promise<void> {
+  const events = Array.from(
+    { length: 200_000 },
+    (_, index) => ({ interface: index % 2 ? "query" : "deposit", money: 1 }),
+  );
+  await Deno.writeTextFile(path, makeInput(3, 0, [{ id: 1, type: "customer", events }]));
+}
+
+Deno.test("main.ts fails with exit 1 when a branch is killed mid-run, stops every process, writes nothing", async () => {
+  await using dir = await tempDir();
+  await longInput(`${dir.path}/long.json`);
+  const main = new Running("main.ts", ["long.json", "--verbose"], dir.path);
+  assertOk(await main.waitFor(/all 3 branches serving/), "the run started");
+  const branch2 = /branch 2 \(pid (\d+)\)/.exec(main.stderrLines.join("\n"))?.[1];
+  assertOk(branch2 !== undefined);
+  Deno.kill(Number(branch2), "SIGKILL");
+  const run = await main.finish();
+  assertEquals(run.code, 1, run.stderr);
+  assertMatch(run.stderr, /bank: (branch 2 \(pid \d+\) was killed by SIGKILL|customer process .*branch 2)/);
+  assertAllStopped(run.stderr, 4);
+  assertEquals(
+    [...Deno.readDirSync(dir.path)].map((entry) => entry.name),
+    ["long.json"],
+    "no output written",
+  );
+});
+
+Deno.test("main.ts stops every process and exits 130 on SIGINT, writing nothing", async () => {
+  await using dir = await tempDir();
+  await longInput(`${dir.path}/long.json`);
+  const main = new Running("main.ts", ["long.json", "--verbose"], dir.path);
+  assertOk(await main.waitFor(/all 3 branches serving/), "the run started");
+  main.process.kill("SIGINT");
+  const run = await main.finish();
+  assertEquals(run.code, 130, run.stderr);
+  assertMatch(run.stderr, /bank: interrupted/);
+  assertAllStopped(run.stderr, 4);
+  assertEquals(
+    [...Deno.readDirSync(dir.path)].map((entry) => entry.name),
+    ["long.json"],
+    "no output written",
+  );
+});
