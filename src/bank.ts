@@ -11,7 +11,7 @@ import { InputError, readScenario, type Scenario, scenarioToJson } from "./input
 import { childCommand, type LaunchContext } from "./launch.ts";
 import { type EntryResult, type Format, renderOutput } from "./output.ts";
 import { type Child, RunFailure, type Supervisor } from "./supervisor.ts";
-import { BranchClient } from "./transport.ts";
+import { waitUntilServing } from "./customer_run.ts";
 
 /** How to run the bank. */
 export interface BankRunOptions {
@@ -116,15 +116,6 @@ async function listeningAddress(child: Child): Promise<string> {
   const address = (JSON.parse(line) as { listening?: unknown }).listening;
   if (typeof address !== "string") throw new RunFailure(`${child.name} reported no address: ${line}`);
   return address;
-}
-
-async function waitUntilServing(address: string, timeoutMs: number): Promise<void> {
-  const client = new BranchClient(address);
-  try {
-    await client.waitUntilServing(timeoutMs);
-  } finally {
-    client.close();
-  }
 }
 
 async function collectResults(customer: Child, expected: number): Promise<EntryResult[]> {

@@ -10,7 +10,7 @@
  */
 
 import { addressFlags, durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
-import { runCustomers } from "./customer_run.ts";
+import { runCustomers, waitUntilServing } from "./customer_run.ts";
 import { readScenario, type Scenario, validateScenario } from "./input.ts";
 import { type Format, FORMATS, renderOutput } from "./output.ts";
 import { readLines } from "./lines.ts";
@@ -24,6 +24,7 @@ Runs the customer entries of INPUT, one after another, against running branches,
   --port-base N          branch ID listens on 127.0.0.1:N+ID (the original's 50000 layout)
   --format F             ${FORMATS.join(", ")} (default json)
   --deadline-ms MS       deadline of each request (default 10000)
+  --start-timeout-ms MS  how long to wait for every branch to serve (default 30000)
   --plan-stdin           (used by main) read the input and addresses as one JSON line from stdin`;
 
 /** The line `main` sends a customer process on its standard input. */
@@ -41,6 +42,7 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
     "port-base": { type: "string" },
     format: { type: "string" },
     "deadline-ms": { type: "string" },
+    "start-timeout-ms": { type: "string" },
     "plan-stdin": { type: "boolean" },
     help: { type: "boolean" },
   });
@@ -64,6 +66,8 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
   if (positionals.length !== 1) throw new UsageError("expected one INPUT file");
   const scenario = await readScenario(positionals[0] as string);
   const addresses = branchAddresses(scenario, values.branch, values["port-base"]);
+  const startTimeoutMs = durationFlag("start-timeout-ms", values["start-timeout-ms"], 30_000);
+  await Promise.all([...addresses.values()].map((address) => waitUntilServing(address, startTimeoutMs)));
   const results = await runCustomers(scenario.customers, addresses, { deadlineMs });
   await Deno.stdout.write(new TextEncoder().encode(renderOutput(results, format)));
   return 0;

@@ -7,7 +7,7 @@
 
 import type { CustomerEntry, Event } from "./input.ts";
 import type { EntryResult, Reply } from "./output.ts";
-import { BranchClient, type WireResponse } from "./transport.ts";
+import { BranchClient, RpcError, type WireResponse } from "./transport.ts";
 import { parseUnits } from "./wire_codec.ts";
 
 /** How customers call branches. */
@@ -23,6 +23,21 @@ export class CustomerError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "CustomerError";
+  }
+}
+
+/** Resolves once the branch at `address` reports SERVING; rejects with CustomerError after `timeoutMs`. */
+export async function waitUntilServing(address: string, timeoutMs: number): Promise<void> {
+  const client = new BranchClient(address);
+  try {
+    await client.waitUntilServing(timeoutMs);
+  } catch (error) {
+    const reason = error instanceof RpcError && error.code === "DEADLINE_EXCEEDED"
+      ? `not serving within ${timeoutMs} ms`
+      : `not serving: ${error instanceof Error ? error.message : error}`;
+    throw new CustomerError(`branch at ${address} is ${reason}`);
+  } finally {
+    client.close();
   }
 }
 

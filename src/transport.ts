@@ -266,7 +266,9 @@ export class BranchClient {
       method.path,
       method.requestSerialize,
       method.responseDeserialize,
-      // The stream lives as long as the branch; each message gets its own deadline instead.
+      // The stream lives as long as the branch; each message gets its own deadline instead. It waits for
+      // the peer to come up (branches started by hand start in any order), bounded by accepted()'s timeout.
+      new grpc.Metadata({ waitForReady: true }),
       { deadline: Infinity },
     );
     return new ReplicationStream(this.address, call);
@@ -284,6 +286,8 @@ export class BranchClient {
       method.requestSerialize,
       method.responseDeserialize,
       { service: "Branch" },
+      // A branch that is not up yet is waited for (within the deadline), not reported as down.
+      new grpc.Metadata({ waitForReady: true }),
       { deadline: Date.now() + deadlineMs },
     );
     return new Promise<void>((resolve, reject) => {
@@ -363,6 +367,7 @@ export class ReplicationStream {
       timer = setTimeout(() => {
         const message = `${this.#address} did not accept a replication stream within ${timeoutMs} ms`;
         reject(new RpcError("DEADLINE_EXCEEDED", message));
+        this.#call.cancel();
       }, timeoutMs);
     });
     try {

@@ -1,0 +1,45 @@
+/**
+ * Regression test for denoland/deno#36788: Deno 2.9.4 to 2.9.6 abort (exit 134) inside node:http2 when a
+ * gRPC peer closes a connection gracefully. This is why deno.json's toolchain is pinned to 2.9.3; run
+ * this test under a newer Deno before moving the pin.
+ */
+
+import { assertEquals } from "./_assert.ts";
+import { denoArgs, ROOT } from "./_processes.ts";
+import { readLines } from "../src/lines.ts";
+
+Deno.test("a gRPC server and client in separate Deno processes survive 1000 calls, close() and tryShutdown()", async () => {
+  const server = new Deno.Command(Deno.execPath(), {
+    args: denoArgs("tests/fixtures/echo_server.ts", []),
+    cwd: ROOT,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const serverLines = readLines(server.stdout);
+  const stderr = new Response(server.stderr).text();
+  try {
+    const { port } = JSON.parse((await serverLines.next()).value ?? "{}") as { port: number };
+    const client = await new Deno.Command(Deno.execPath(), {
+      args: denoArgs("tests/fixtures/echo_client.ts", [`127.0.0.1:${port}`, "1000"]),
+      cwd: ROOT,
+    }).output();
+    assertEquals(client.code, 0, new TextDecoder().decode(client.stderr));
+    // The client has closed its connection; now the server shuts down gracefully.
+    const writer = server.stdin.getWriter();
+    await writer.write(new TextEncoder().encode("stop\n"));
+    await writer.close();
+    assertEquals(JSON.parse((await serverLines.next()).value ?? "{}"), { calls: 1000 });
+    const status = await server.status;
+    assertEquals({ code: status.code, signal: status.signal }, { code: 0, signal: null }, await stderr);
+  } finally {
+    try {
+      server.kill("SIGKILL");
+    } catch {
+      // Already exited, as it should have.
+    }
+    await server.status;
+    for await (const _ of serverLines);
+    await stderr;
+  }
+});
