@@ -6,12 +6,11 @@
  */
 
 import { AtomicFile } from "./atomic_file.ts";
-import type { CustomerPlan } from "./customer_cli.ts";
+import type { CustomerAddresses, CustomerInput, CustomerReady } from "./customer_cli.ts";
 import { InputError, readScenario, type Scenario, scenarioToJson } from "./input.ts";
 import { childCommand, type LaunchContext } from "./launch.ts";
 import { type EntryResult, type Format, renderOutput } from "./output.ts";
 import { type Child, RunFailure, type Supervisor } from "./supervisor.ts";
-import { waitUntilServing } from "./customer_run.ts";
 
 /** How to run the bank. */
 export interface BankRunOptions {
@@ -53,30 +52,9 @@ export async function runBank(options: BankRunOptions): Promise<void> {
 }
 
 async function runProcesses(scenario: Scenario, options: BankRunOptions): Promise<EntryResult[]> {
-  const { supervisor, context } = options;
-  const deadline = ["--deadline-ms", String(options.deadlineMs)];
-  const ports = scenario.branches.map(({ id }) => options.portBase === undefined ? 0 : options.portBase + id);
+  const { supervisor } = options;
   try {
-    // Started first, so that its start-up overlaps the branches'; it waits for its plan on stdin.
-    const customerNet = options.portBase === undefined
-      ? ["127.0.0.1"]
-      : ports.map((port) => `127.0.0.1:${port}`);
-    const customer = supervisor.spawn(
-      "customer process",
-      childCommand("customer", ["--plan-stdin", ...deadline], { context, net: customerNet }),
-      { job: true },
-    );
-    const branches = scenario.branches.map(({ id, balance }, index) =>
-      supervisor.spawn(
-        `branch ${id}`,
-        childCommand("branch", [
-          "--control-stdin",
-          ...["--id", String(id), "--balance", String(balance), "--listen", `127.0.0.1:${ports[index]}`],
-          ...deadline,
-        ], { context, net: ["127.0.0.1"] }),
-        { job: false },
-      )
-    );
+    const { customer, branches } = startChildren(scenario, options);
     const addresses = await supervisor.within(
       Promise.all(branches.map(listeningAddress)),
       options.startTimeoutMs,
@@ -85,28 +63,71 @@ async function runProcesses(scenario: Scenario, options: BankRunOptions): Promis
     branches.forEach((child, index) =>
       options.log(`${child.name} (pid ${child.pid}) listening on ${addresses[index]}`)
     );
-    const addressOf = Object.fromEntries(
-      scenario.branches.map(({ id }, index) => [String(id), addresses[index] as string]),
-    );
+    const addressOf = new Map(scenario.branches.map(({ id }, index) => [id, addresses[index] as string]));
     await Promise.all(branches.map((child, index) => {
-      const peers = Object.fromEntries(
-        Object.entries(addressOf).filter(([id]) => id !== String(scenario.branches[index]?.id)),
-      );
-      return child.send(JSON.stringify({ peers }));
+      const peers = [...addressOf].filter(([id]) => id !== scenario.branches[index]?.id);
+      return child.send(JSON.stringify({ peers: Object.fromEntries(peers) }));
     }));
-    await supervisor.within(
-      Promise.all(addresses.map((address) => waitUntilServing(address, options.startTimeoutMs))),
-      options.startTimeoutMs,
-      "every branch serving",
+    // The customer process connects to every branch while they connect to each other, and is the
+    // readiness check: it watches each branch's health until SERVING (main never loads grpc-js).
+    await customer.send(
+      JSON.stringify({ branches: Object.fromEntries(addressOf) } satisfies CustomerAddresses),
     );
+    await supervisor.within(everyBranchServing(customer), options.startTimeoutMs, "every branch serving");
     options.log(`all ${branches.length} branches serving; customer process is pid ${customer.pid}`);
-    const plan: CustomerPlan = { input: scenarioToJson(scenario), branches: addressOf };
-    await customer.send(JSON.stringify(plan));
+    await customer.send(JSON.stringify({ input: scenarioToJson(scenario) } satisfies CustomerInput));
     const results = await supervisor.race(collectResults(customer, scenario.customers.length));
     options.log(`all ${results.length} customer entries done`);
     return results;
   } finally {
     await supervisor.stopAll(STOP_GRACE_MS);
+    options.log("every process stopped");
+  }
+}
+
+/**
+ * Spawns the customer process and one process per branch. The customer process comes first, so that its
+ * start-up overlaps the branches'; it then waits on stdin for the addresses and the input.
+ */
+function startChildren(scenario: Scenario, options: BankRunOptions): { customer: Child; branches: Child[] } {
+  const { supervisor, context } = options;
+  const deadline = ["--deadline-ms", String(options.deadlineMs)];
+  const ports = scenario.branches.map(({ id }) => options.portBase === undefined ? 0 : options.portBase + id);
+  // Free ports are not known in advance, so then the customer may reach any loopback port.
+  const customerNet = options.portBase === undefined
+    ? ["127.0.0.1"]
+    : ports.map((port) => `127.0.0.1:${port}`);
+  const customer = supervisor.spawn(
+    "customer process",
+    childCommand("customer", [
+      "--plan-stdin",
+      ...deadline,
+      "--start-timeout-ms",
+      String(options.startTimeoutMs),
+    ], {
+      context,
+      net: customerNet,
+    }),
+    { job: true },
+  );
+  const branches = scenario.branches.map(({ id, balance }, index) => {
+    const args = ["--control-stdin", "--id", String(id), "--balance", String(balance)];
+    const listen = ["--listen", `127.0.0.1:${ports[index]}`];
+    const command = childCommand("branch", [...args, ...listen, ...deadline], {
+      context,
+      net: ["127.0.0.1"],
+    });
+    return supervisor.spawn(`branch ${id}`, command, { job: false });
+  });
+  return { customer, branches };
+}
+
+async function everyBranchServing(customer: Child): Promise<void> {
+  const line = await customer.nextLine();
+  if (line === undefined) throw await customer.failure(" before every branch was serving");
+  const ready = JSON.parse(line) as Partial<CustomerReady>;
+  if (typeof ready.serving !== "number") {
+    throw new RunFailure(`${customer.name} reported ${line}, not readiness`);
   }
 }
 

@@ -2,18 +2,21 @@
  * `customer`: runs customer entries in a process of their own.
  *
  * Started by hand, it reads an input file and prints the output to stdout. Started by `main` (with
- * `--plan-stdin`), it waits for one JSON line on standard input with the input and the branches'
- * addresses, and prints each entry's result as a JSON line as soon as it completes. `main` starts it
- * while the branches are still starting, so that its start-up overlaps theirs.
+ * `--plan-stdin`), it reads two JSON lines on standard input: the branches' addresses, on which it
+ * connects to every branch and watches each one's health until it serves, reporting that to main on
+ * stdout; and then the input. It prints each entry's
+ * result as a JSON line as soon as it completes. `main` starts it while the branches are still starting,
+ * so that its start-up overlaps theirs.
  *
  * @module
  */
 
 import { addressFlags, durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
-import { runCustomers, waitUntilServing } from "./customer_run.ts";
+import { connectAll, runCustomers, waitUntilServing } from "./customer_run.ts";
 import { readScenario, type Scenario, validateScenario } from "./input.ts";
 import { type Format, FORMATS, renderOutput } from "./output.ts";
 import { readLines } from "./lines.ts";
+import type { BranchClient } from "./transport.ts";
 
 /** What `customer --help` prints. */
 export const CUSTOMER_USAGE = `Usage: customer INPUT (--branch ID=HOST:PORT ... | --port-base N) [--format F]
@@ -25,14 +28,23 @@ Runs the customer entries of INPUT, one after another, against running branches,
   --format F             ${FORMATS.join(", ")} (default json)
   --deadline-ms MS       deadline of each request (default 10000)
   --start-timeout-ms MS  how long to wait for every branch to serve (default 30000)
-  --plan-stdin           (used by main) read the input and addresses as one JSON line from stdin`;
+  --plan-stdin           (used by main) read the addresses, then the input, as JSON lines from stdin`;
 
-/** The line `main` sends a customer process on its standard input. */
-export interface CustomerPlan {
-  /** The input file's JSON, as validated by main. */
-  readonly input: unknown;
+/** The first line `main` sends a customer process on its standard input: where the branches listen. */
+export interface CustomerAddresses {
   /** Branch id to host:port. */
   readonly branches: Record<string, string>;
+}
+
+/** What the customer process prints once every branch's health service reports SERVING. */
+export interface CustomerReady {
+  /** How many branches serve. */
+  readonly serving: number;
+}
+
+/** The second line, sent once every branch serves: the input file's JSON, as validated by main. */
+export interface CustomerInput {
+  readonly input: unknown;
 }
 
 /** Runs customers with the given arguments; returns the exit code. */
@@ -51,11 +63,18 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
     return 0;
   }
   const deadlineMs = durationFlag("deadline-ms", values["deadline-ms"], 10_000);
+  const startTimeoutMs = durationFlag("start-timeout-ms", values["start-timeout-ms"], 30_000);
   if (values["plan-stdin"]) {
-    const plan = await readPlan();
-    const scenario = validateScenario(plan.input, "plan");
-    const addresses = new Map(Object.entries(plan.branches).map(([id, address]) => [Number(id), address]));
-    await runCustomers(scenario.customers, addresses, {
+    const lines = readLines(Deno.stdin.readable);
+    const { branches } = JSON.parse(await nextLine(lines)) as CustomerAddresses;
+    const addresses = new Map(Object.entries(branches).map(([id, address]) => [Number(id), address]));
+    using clients = disposable(connectAll(addresses));
+    // This process is main's readiness check: main itself never loads grpc-js.
+    await waitUntilServing(clients.map, startTimeoutMs);
+    console.log(JSON.stringify({ serving: clients.map.size } satisfies CustomerReady));
+    const { input } = JSON.parse(await nextLine(lines)) as CustomerInput;
+    const scenario = validateScenario(input, "plan");
+    await runCustomers(scenario.customers, clients.map, {
       deadlineMs,
       onResult: (result) => console.log(JSON.stringify(result)),
     });
@@ -65,10 +84,9 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
   if (!FORMATS.includes(format)) throw new UsageError(`--format: expected one of ${FORMATS.join(", ")}`);
   if (positionals.length !== 1) throw new UsageError("expected one INPUT file");
   const scenario = await readScenario(positionals[0] as string);
-  const addresses = branchAddresses(scenario, values.branch, values["port-base"]);
-  const startTimeoutMs = durationFlag("start-timeout-ms", values["start-timeout-ms"], 30_000);
-  await Promise.all([...addresses.values()].map((address) => waitUntilServing(address, startTimeoutMs)));
-  const results = await runCustomers(scenario.customers, addresses, { deadlineMs });
+  using clients = disposable(connectAll(branchAddresses(scenario, values.branch, values["port-base"])));
+  await waitUntilServing(clients.map, startTimeoutMs);
+  const results = await runCustomers(scenario.customers, clients.map, { deadlineMs });
   await Deno.stdout.write(new TextEncoder().encode(renderOutput(results, format)));
   return 0;
 }
@@ -89,7 +107,15 @@ function branchAddresses(scenario: Scenario, flags: string[] | undefined, portBa
   return addresses;
 }
 
-async function readPlan(): Promise<CustomerPlan> {
-  for await (const line of readLines(Deno.stdin.readable)) return JSON.parse(line) as CustomerPlan;
-  throw new Error("standard input closed before the plan arrived");
+async function nextLine(lines: AsyncGenerator<string>): Promise<string> {
+  const next = await lines.next();
+  if (next.done) throw new Error("standard input closed before main sent the addresses and the input");
+  return next.value;
+}
+
+/** The clients, closed when disposed. */
+function disposable(
+  map: Map<number, BranchClient>,
+): Disposable & { readonly map: Map<number, BranchClient> } {
+  return { map, [Symbol.dispose]: () => map.forEach((client) => client.close()) };
 }

@@ -26,53 +26,54 @@ export class CustomerError extends Error {
   }
 }
 
-/** Resolves once the branch at `address` reports SERVING; rejects with CustomerError after `timeoutMs`. */
-export async function waitUntilServing(address: string, timeoutMs: number): Promise<void> {
-  const client = new BranchClient(address);
-  try {
-    await client.waitUntilServing(timeoutMs);
-  } catch (error) {
-    const reason = error instanceof RpcError && error.code === "DEADLINE_EXCEEDED"
-      ? `not serving within ${timeoutMs} ms`
-      : `not serving: ${error instanceof Error ? error.message : error}`;
-    throw new CustomerError(`branch at ${address} is ${reason}`);
-  } finally {
-    client.close();
-  }
+/**
+ * Resolves once every branch reports SERVING on its health service (watched, not polled); rejects with
+ * CustomerError naming the first branch that does not within `timeoutMs`.
+ */
+export async function waitUntilServing(
+  clients: ReadonlyMap<number, BranchClient>,
+  timeoutMs: number,
+): Promise<void> {
+  await Promise.all([...clients.values()].map(async (client) => {
+    try {
+      await client.waitUntilServing(timeoutMs);
+    } catch (error) {
+      const reason = error instanceof RpcError && error.code === "DEADLINE_EXCEEDED"
+        ? `not serving within ${timeoutMs} ms`
+        : `not serving: ${error instanceof Error ? error.message : error}`;
+      throw new CustomerError(`branch at ${client.address} is ${reason}`);
+    }
+  }));
 }
 
-/** Runs the entries one after another against the branches at `addresses` (branch id to host:port). */
+/** A client for every branch (id to host:port), each already connecting, so no request waits for that. */
+export function connectAll(addresses: ReadonlyMap<number, string>): Map<number, BranchClient> {
+  return new Map([...addresses].map(([id, address]) => {
+    const client = new BranchClient(address);
+    client.connect();
+    return [id, client];
+  }));
+}
+
+/** Runs the entries one after another through `clients` (branch id to its client). */
 export async function runCustomers(
   entries: readonly CustomerEntry[],
-  addresses: ReadonlyMap<number, string>,
+  clients: ReadonlyMap<number, BranchClient>,
   options: CustomerRunOptions,
 ): Promise<EntryResult[]> {
-  const clients = new Map<number, BranchClient>();
-  const clientOf = (branch: number): BranchClient => {
-    let client = clients.get(branch);
-    if (client === undefined) {
-      const address = addresses.get(branch);
-      if (address === undefined) throw new CustomerError(`no address for branch ${branch}`);
-      client = new BranchClient(address);
-      clients.set(branch, client);
+  const results: EntryResult[] = [];
+  for (const entry of entries) {
+    const recv: Reply[] = [];
+    for (const [index, event] of entry.events.entries()) {
+      const client = clients.get(event.branch);
+      if (client === undefined) throw new CustomerError(`no address for branch ${event.branch}`);
+      recv.push(await send(client, entry.id, index, event, options.deadlineMs));
     }
-    return client;
-  };
-  try {
-    const results: EntryResult[] = [];
-    for (const entry of entries) {
-      const recv: Reply[] = [];
-      for (const [index, event] of entry.events.entries()) {
-        recv.push(await send(clientOf(event.branch), entry.id, index, event, options.deadlineMs));
-      }
-      const result = { id: entry.id, recv };
-      options.onResult?.(result);
-      results.push(result);
-    }
-    return results;
-  } finally {
-    for (const client of clients.values()) client.close();
+    const result = { id: entry.id, recv };
+    options.onResult?.(result);
+    results.push(result);
   }
+  return results;
 }
 
 async function send(client: BranchClient, customer: number, index: number, event: Event, deadlineMs: number) {

@@ -6,9 +6,7 @@
  */
 
 import { runBank } from "./bank.ts";
-import { runBranch } from "./branch_cli.ts";
 import { durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
-import { runCustomer } from "./customer_cli.ts";
 import { InputError } from "./input.ts";
 import { currentContext } from "./launch.ts";
 import { type Format, FORMATS } from "./output.ts";
@@ -38,14 +36,22 @@ class Interrupted extends Error {
   }
 }
 
-/** Runs main's command line; returns the exit code. Errors are printed as one line, never a stack trace. */
+/**
+ * Runs main's command line; returns the exit code. Errors are printed as one line, never a stack trace.
+ * The subcommands are imported when used: a run of the bank must not load grpc-js before it has started
+ * its children (it loads it while they start).
+ */
 export async function main(args: readonly string[]): Promise<number> {
   const [command, ...rest] = args;
   if (command === "branch") {
-    return await guarded("branch", () => runBranch(rest), { control: rest.includes("--control-stdin") });
+    return await guarded("branch", async () => (await import("./branch_cli.ts")).runBranch(rest), {
+      control: rest.includes("--control-stdin"),
+    });
   }
   if (command === "customer") {
-    return await guarded("customer", () => runCustomer(rest), { control: rest.includes("--plan-stdin") });
+    return await guarded("customer", async () => (await import("./customer_cli.ts")).runCustomer(rest), {
+      control: rest.includes("--plan-stdin"),
+    });
   }
   return await guarded("bank", () => runMain(command === "run" ? rest : args), { control: false });
 }

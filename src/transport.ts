@@ -304,6 +304,11 @@ export class BranchClient {
     });
   }
 
+  /** Starts connecting now instead of at the first call. */
+  connect(): void {
+    this.#client.getChannel().getConnectivityState(true);
+  }
+
   /** Closes the channel; calls in flight fail. */
   close(): void {
     this.#client.close();
