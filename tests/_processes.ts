@@ -23,6 +23,19 @@ export function denoArgs(entry: string, args: readonly string[]): string[] {
   return ["run", "-A", `--config=${ROOT}/deno.json`, `${ROOT}/${entry}`, ...args];
 }
 
+/** Starts `entry` with its stdout and stderr piped: stdout as lines, stderr collected whole. */
+export function spawnEntry(entry: string, args: readonly string[], stdin: "piped" | "null") {
+  const process = new Deno.Command(Deno.execPath(), {
+    args: denoArgs(entry, args),
+    cwd: ROOT,
+    stdin,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  return { process, lines: readLines(process.stdout), stderr: new Response(process.stderr).text() };
+}
+
 /** Runs `entry` (main.ts, branch.ts, customer.ts or a fixture) to completion in `cwd`. */
 export async function runEntry(
   entry: string,

@@ -5,19 +5,14 @@
  */
 
 import { assertEquals } from "./_assert.ts";
-import { denoArgs, ROOT } from "./_processes.ts";
-import { readLines } from "../src/lines.ts";
+import { denoArgs, ROOT, spawnEntry } from "./_processes.ts";
 
 Deno.test("a gRPC server and client in separate Deno processes survive 1000 calls, close() and tryShutdown()", async () => {
-  const server = new Deno.Command(Deno.execPath(), {
-    args: denoArgs("tests/fixtures/echo_server.ts", []),
-    cwd: ROOT,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const serverLines = readLines(server.stdout);
-  const stderr = new Response(server.stderr).text();
+  const { process: server, lines: serverLines, stderr } = spawnEntry(
+    "tests/fixtures/echo_server.ts",
+    [],
+    "piped",
+  );
   try {
     const { port } = JSON.parse((await serverLines.next()).value ?? "{}") as { port: number };
     const client = await new Deno.Command(Deno.execPath(), {

@@ -7,8 +7,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as loader from "@grpc/proto-loader";
 import { fileURLToPath } from "node:url";
 import { assertEquals, assertMatch } from "./_assert.ts";
-import { denoArgs, makeInput, ROOT, runEntry, tempDir } from "./_processes.ts";
-import { readLines } from "../src/lines.ts";
+import { makeInput, ROOT, runEntry, spawnEntry, tempDir } from "./_processes.ts";
 
 interface OriginalResponse {
   interface: string;
@@ -18,14 +17,7 @@ interface OriginalResponse {
 
 /** A branch started by hand with branch.ts; stopped (SIGTERM) and awaited on dispose. */
 async function startBranch(args: readonly string[]) {
-  const process = new Deno.Command(Deno.execPath(), {
-    args: denoArgs("branch.ts", args),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const lines = readLines(process.stdout);
-  const stderr = new Response(process.stderr).text();
+  const { process, lines, stderr } = spawnEntry("branch.ts", args, "null");
   const { listening } = JSON.parse((await lines.next()).value ?? "{}") as { listening: string };
   return {
     address: listening,
