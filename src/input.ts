@@ -57,11 +57,17 @@ export class InputError extends Error {
 
 /** Reads and validates the input file at `path`. Throws {@linkcode InputError}. */
 export async function readScenario(path: string): Promise<Scenario> {
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = await Deno.readTextFile(path);
+    bytes = await Deno.readFile(path);
   } catch (error) {
     throw new InputError(path, "", `cannot read input: ${describeFsError(error)}`);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new InputError(path, "", "not UTF-8 text, expected a JSON array of branches and customers");
   }
   return parseScenario(text, path);
 }

@@ -97,6 +97,10 @@ Deno.test("main.ts refuses bad input with one line and exit 2, starting nothing 
     ],
   ];
   await Deno.writeTextFile(`${dir.path}/output.txt`, "previous output\n");
+  await Deno.mkdir(`${dir.path}/folder.json`);
+  await Deno.writeFile(`${dir.path}/binary.json`, new Uint8Array([0xff, 0xfe, 0x5b]));
+  cases.push(["folder.json", undefined, /^folder\.json: cannot read input: is a directory$/]);
+  cases.push(["binary.json", undefined, /^binary\.json: not UTF-8 text, expected a JSON array/]);
   for (const [name, text, expected] of cases) {
     if (text !== undefined) await Deno.writeTextFile(`${dir.path}/${name}`, text);
     const run = await runEntry("main.ts", [name, "--verbose"], dir.path);
@@ -110,6 +114,18 @@ Deno.test("main.ts refuses bad input with one line and exit 2, starting nothing 
     ![...Deno.readDirSync(dir.path)].some((entry) => entry.name.endsWith(".tmp")),
     "no temporary file left",
   );
+});
+
+Deno.test("two runs at once on one machine do not collide", async () => {
+  await using dir = await tempDir();
+  const runs = await Promise.all(
+    ["a.txt", "b.txt"].map((output) =>
+      runEntry("main.ts", [`${ROOT}/Input.json`, "--output", `${dir.path}/${output}`])
+    ),
+  );
+  for (const run of runs) assertEquals(run.code, 0, run.stderr);
+  assertEquals(await Deno.readTextFile(`${dir.path}/a.txt`), EXAMPLE_JSON);
+  assertEquals(await Deno.readTextFile(`${dir.path}/b.txt`), EXAMPLE_JSON);
 });
 
 Deno.test("main.ts refuses an output path that cannot be written, before starting anything", async () => {
