@@ -11,6 +11,7 @@
 
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
+import { childCommand, currentContext } from "../src/launch.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 
@@ -44,13 +45,15 @@ async function timed(run: () => Promise<void>): Promise<number> {
   return performance.now() - start;
 }
 
+/** N bare processes at once, with the permissions a branch gets (src/launch.ts), each run to its exit. */
 async function floor(processes: number): Promise<void> {
-  const args = ["run", "--allow-net=127.0.0.1", "--allow-read", "--allow-env", `--config=${ROOT}/deno.json`];
+  const context = { ...currentContext(), root: ROOT };
+  const { command, args } = childCommand("branch", [], { context, net: ["127.0.0.1"] });
+  // The same command line as a branch's, with the floor's script in place of branch.ts.
+  const floorArgs = args.map((arg) => arg === `${ROOT}/branch.ts` ? `${ROOT}/bench/floor_child.ts` : arg);
   const children = Array.from(
     { length: processes },
-    () =>
-      new Deno.Command(Deno.execPath(), { args: [...args, `${ROOT}/bench/floor_child.ts`], stdout: "piped" })
-        .output(),
+    () => new Deno.Command(command, { args: floorArgs, stdout: "piped" }).output(),
   );
   for (const child of await Promise.all(children)) {
     if (!child.success || !new TextDecoder().decode(child.stdout).includes("ready")) {
@@ -83,6 +86,10 @@ function median(values: readonly number[]): number {
 
 const { values } = parseArgs({ args: Deno.args, options: { rounds: { type: "string", default: "3" } } });
 const rounds = Number(values.rounds);
+if (!Number.isSafeInteger(rounds) || rounds < 1) {
+  console.error(`bench: --rounds: expected a whole number of at least 1, got "${values.rounds}"`);
+  Deno.exit(2);
+}
 const scenarios: Scenario[] = [
   {
     name: "example (3 branches)",

@@ -11,10 +11,12 @@ import { dirname } from "node:path";
 export class AtomicFile {
   readonly #path: string;
   readonly #temp: string;
+  readonly #mode: number;
 
-  private constructor(path: string, temp: string) {
+  private constructor(path: string, temp: string, mode: number) {
     this.#path = path;
     this.#temp = temp;
+    this.#mode = mode;
   }
 
   /** Checks that `path` can be written by making its temporary file; throws an Error whose message says why not. */
@@ -27,7 +29,8 @@ export class AtomicFile {
       });
       if (info?.isDirectory) throw new Error("is a directory");
       const temp = await Deno.makeTempFile({ dir, prefix: ".bank-output-", suffix: ".tmp" });
-      return new AtomicFile(path, temp);
+      // A temporary file is private (0600); the result gets the mode of the file it replaces, or 0644.
+      return new AtomicFile(path, temp, (info?.mode ?? 0o644) & 0o7777);
     } catch (error) {
       const reason = error instanceof Deno.errors.NotFound
         ? `directory "${dir}" does not exist`
@@ -43,6 +46,7 @@ export class AtomicFile {
   /** Writes `text` to the temporary file, flushes it to disk, and renames it over the target. */
   async commit(text: string): Promise<void> {
     await Deno.writeTextFile(this.#temp, text);
+    await Deno.chmod(this.#temp, this.#mode);
     using file = await Deno.open(this.#temp, { write: true });
     await file.sync();
     await Deno.rename(this.#temp, this.#path);

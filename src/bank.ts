@@ -92,6 +92,10 @@ async function runProcesses(scenario: Scenario, options: BankRunOptions): Promis
 function startChildren(scenario: Scenario, options: BankRunOptions): { customer: Child; branches: Child[] } {
   const { supervisor, context } = options;
   const deadline = ["--deadline-ms", String(options.deadlineMs)];
+  const startTimeout = ["--start-timeout-ms", String(options.startTimeoutMs)];
+  // A propagation gets half a request's deadline, so that a stalled peer is reported by name (the
+  // branch's "did not acknowledge") before the customer's request itself runs out of time.
+  const propagationDeadline = ["--deadline-ms", String(Math.max(1, Math.floor(options.deadlineMs / 2)))];
   const ports = scenario.branches.map(({ id }) => options.portBase === undefined ? 0 : options.portBase + id);
   // Free ports are not known in advance, so then the customer may reach any loopback port.
   const customerNet = options.portBase === undefined
@@ -99,21 +103,13 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
     : ports.map((port) => `127.0.0.1:${port}`);
   const customer = supervisor.spawn(
     "customer process",
-    childCommand("customer", [
-      "--plan-stdin",
-      ...deadline,
-      "--start-timeout-ms",
-      String(options.startTimeoutMs),
-    ], {
-      context,
-      net: customerNet,
-    }),
+    childCommand("customer", ["--plan-stdin", ...deadline, ...startTimeout], { context, net: customerNet }),
     { job: true },
   );
   const branches = scenario.branches.map(({ id, balance }, index) => {
     const args = ["--control-stdin", "--id", String(id), "--balance", String(balance)];
     const listen = ["--listen", `127.0.0.1:${ports[index]}`];
-    const command = childCommand("branch", [...args, ...listen, ...deadline], {
+    const command = childCommand("branch", [...args, ...listen, ...propagationDeadline, ...startTimeout], {
       context,
       net: ["127.0.0.1"],
     });

@@ -23,13 +23,14 @@ Runs one branch: a gRPC server holding a replica of the account's balance.
   --balance UNITS      starting balance (default 0)
   --listen HOST:PORT   address to serve on; port 0 picks a free one (default 127.0.0.1:0)
   --peer ID=HOST:PORT  another branch; repeat for each
-  --deadline-ms MS     deadline of each propagation call (default 5000)
+  --deadline-ms MS     deadline of each propagation to a peer (default 5000)
+  --start-timeout-ms MS  how long peers may take to accept their replication streams (default 60000)
   --control-stdin      (used by main) read peers from stdin, stop when stdin closes
 
-Prints {"branch": ID, "listening": "HOST:PORT"} on stdout once listening.`;
+Prints one JSON line, such as {"branch":2,"listening":"127.0.0.1:50002"}, on stdout once listening,
+and serves customers (health: SERVING) once every peer has accepted its replication stream.`;
 
 const SHUTDOWN_GRACE_MS = 2_000;
-const PEER_START_TIMEOUT_MS = 60_000;
 
 /** Runs a branch with the given arguments until it is told to stop; returns the exit code. */
 export async function runBranch(args: readonly string[]): Promise<number> {
@@ -39,6 +40,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
     listen: { type: "string" },
     peer: { type: "string", multiple: true },
     "deadline-ms": { type: "string" },
+    "start-timeout-ms": { type: "string" },
     "control-stdin": { type: "boolean" },
     help: { type: "boolean" },
   });
@@ -51,6 +53,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   const peers = addressFlags("peer", values.peer);
   if (peers.has(id)) throw new UsageError(`--peer: branch ${id} cannot be its own peer`);
   const deadlineMs = durationFlag("deadline-ms", values["deadline-ms"], 5_000);
+  const startTimeoutMs = durationFlag("start-timeout-ms", values["start-timeout-ms"], 60_000);
   const node = await BranchNode.start({
     id,
     balance: integerFlag("balance", values.balance, 0),
@@ -60,10 +63,10 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   try {
     const host = (values.listen ?? "127.0.0.1:0").replace(/:\d+$/, "");
     console.log(JSON.stringify({ branch: id, listening: `${host}:${node.port}` }));
-    if (values["control-stdin"]) await serveUnderControl(node, deadlineMs);
+    if (values["control-stdin"]) await serveUnderControl(node, startTimeoutMs);
     else {
-      // Started by hand, the peers may come up later than this branch: give them the start timeout.
-      await node.configure(peers, PEER_START_TIMEOUT_MS);
+      // Started by hand, the peers may come up after this branch: configure() waits for them.
+      await node.configure(peers, startTimeoutMs);
       await signalled();
     }
   } finally {

@@ -73,6 +73,9 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
     await waitUntilServing(clients.map, startTimeoutMs);
     console.log(JSON.stringify({ serving: clients.map.size } satisfies CustomerReady));
     const { input } = JSON.parse(await nextLine(lines)) as CustomerInput;
+    // main closes stdin only to stop this process early (or by dying): stop at once, not at the next
+    // request to a branch that main has stopped too.
+    lines.next().finally(() => Deno.exit(1));
     const scenario = validateScenario(input, "plan");
     await runCustomers(scenario.customers, clients.map, {
       deadlineMs,
@@ -81,7 +84,9 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
     return 0;
   }
   const format = (values.format ?? "json") as Format;
-  if (!FORMATS.includes(format)) throw new UsageError(`--format: expected one of ${FORMATS.join(", ")}`);
+  if (!FORMATS.includes(format)) {
+    throw new UsageError(`--format: expected one of ${FORMATS.join(", ")}, got "${format}"`);
+  }
   if (positionals.length !== 1) throw new UsageError("expected one INPUT file");
   const scenario = await readScenario(positionals[0] as string);
   using clients = disposable(connectAll(branchAddresses(scenario, values.branch, values["port-base"])));

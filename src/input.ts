@@ -10,7 +10,7 @@
 /** What a customer's event asks a branch to do. */
 export type Interface = "query" | "deposit" | "withdraw";
 
-/** The interfaces, in the order the README lists them. */
+/** The interfaces a customer's event may name. */
 export const INTERFACES: readonly Interface[] = ["query", "deposit", "withdraw"];
 
 /** One line of a customer's script. */

@@ -116,6 +116,19 @@ Deno.test("main.ts refuses bad input with one line and exit 2, starting nothing 
   );
 });
 
+Deno.test("main.ts writes a new output file as 0644 and keeps the mode of a file it replaces", async () => {
+  await using dir = await tempDir();
+  const fresh = await runEntry("main.ts", [`${ROOT}/Input.json`, "--output", `${dir.path}/new.txt`]);
+  assertEquals(fresh.code, 0, fresh.stderr);
+  assertEquals((await Deno.stat(`${dir.path}/new.txt`)).mode! & 0o777, 0o644);
+  await Deno.writeTextFile(`${dir.path}/old.txt`, "old\n", { mode: 0o640 });
+  await Deno.chmod(`${dir.path}/old.txt`, 0o640);
+  const replaced = await runEntry("main.ts", [`${ROOT}/Input.json`, "--output", `${dir.path}/old.txt`]);
+  assertEquals(replaced.code, 0, replaced.stderr);
+  assertEquals((await Deno.stat(`${dir.path}/old.txt`)).mode! & 0o777, 0o640);
+  assertEquals(await Deno.readTextFile(`${dir.path}/old.txt`), EXAMPLE_JSON);
+});
+
 Deno.test("two runs at once on one machine do not collide", async () => {
   await using dir = await tempDir();
   const runs = await Promise.all(

@@ -1,7 +1,7 @@
 /**
  * Regression test for denoland/deno#36788: Deno 2.9.4 to 2.9.6 abort (exit 134) inside node:http2 when a
- * gRPC peer closes a connection gracefully. This is why deno.json's toolchain is pinned to 2.9.3; run
- * this test under a newer Deno before moving the pin.
+ * gRPC peer closes a connection gracefully. This is why Deno is pinned to 2.9.3 (tools/package.json and
+ * .ci/run); run this test under a newer Deno before moving the pin. Under 2.9.6 it fails with exit 134.
  */
 
 import { assertEquals } from "./_assert.ts";
