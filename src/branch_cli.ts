@@ -60,15 +60,19 @@ export async function runBranch(args: readonly string[]): Promise<number> {
     listen: values.listen ?? "127.0.0.1:0",
     propagateDeadlineMs: deadlineMs,
   });
+  const host = (values.listen ?? "127.0.0.1:0").replace(/:\d+$/, "");
+  console.log(JSON.stringify({ branch: id, listening: `${host}:${node.port}` }));
+  if (values["control-stdin"]) {
+    await serveUnderControl(node, startTimeoutMs);
+    // main closes stdin after every customer has its last reply, or to abort a failed run: either way
+    // nothing in flight needs finishing, and exiting lets the OS close every connection at once. (A
+    // graceful teardown of 50 branches' 2,450 streams took over a second of the run's wall time.)
+    return 0;
+  }
   try {
-    const host = (values.listen ?? "127.0.0.1:0").replace(/:\d+$/, "");
-    console.log(JSON.stringify({ branch: id, listening: `${host}:${node.port}` }));
-    if (values["control-stdin"]) await serveUnderControl(node, startTimeoutMs);
-    else {
-      // Started by hand, the peers may come up after this branch: configure() waits for them.
-      await node.configure(peers, startTimeoutMs);
-      await signalled();
-    }
+    // Started by hand, the peers may come up after this branch: configure() waits for them.
+    await node.configure(peers, startTimeoutMs);
+    await signalled();
   } finally {
     await node.stop(SHUTDOWN_GRACE_MS);
   }
