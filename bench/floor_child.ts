@@ -5,9 +5,12 @@
  * @module
  */
 
-import { serveBranch } from "../src/transport.ts";
+import { RpcError, serveBranch } from "../src/transport.ts";
 
 const refuse = () => Promise.reject(new Error("the floor serves nothing"));
-const server = await serveBranch("127.0.0.1:0", { deliver: refuse, propagate: refuse });
+const server = await serveBranch("127.0.0.1:0", {
+  deliver: refuse,
+  linked: () => new RpcError("UNAVAILABLE", "the floor serves nothing"),
+});
 console.log(JSON.stringify({ ready: server.port }));
 await server.shutdown(0);

@@ -18,8 +18,9 @@ import { decodePropagation, decodeRequest, encodeResponse } from "./wire_codec.t
 import {
   BranchClient,
   type BranchServer,
+  type Link,
   type Outgoing,
-  type ReplicationStream,
+  type PropagationHandler,
   RpcError,
   serveBranch,
   type WireResponse,
@@ -44,8 +45,13 @@ export class BranchNode {
   readonly #options: BranchNodeOptions;
   #server: BranchServer | undefined;
   #state: BranchState | undefined;
+  /** Clients of the peers this branch opens links to (those with a higher id). */
   readonly #clients = new Map<number, BranchClient>();
-  readonly #streams = new Map<number, ReplicationStream>();
+  /** A link per peer, whichever side opened it. */
+  readonly #links = new Map<number, Link>();
+  /** Waiting for a link that a peer with a lower id is to open. */
+  readonly #arrivals = new Map<number, () => void>();
+  #peers: ReadonlySet<number> | undefined;
   #nextRequestId = 1;
   readonly #calls = new Map<number, { resolve(answer: Answer): void; reject(error: RpcError): void }>();
 
@@ -66,20 +72,7 @@ export class BranchNode {
           ...decoded.value,
         }));
       },
-      propagate: (propagation) => {
-        const decoded = decodePropagation(propagation);
-        if (!decoded.ok) return Promise.reject(new RpcError(decoded.refusal.code, decoded.refusal.message));
-        if (!node.#clients.has(decoded.value.origin)) {
-          return Promise.reject(
-            new RpcError("INVALID_ARGUMENT", `branch ${decoded.value.origin} is not a peer`),
-          );
-        }
-        return node.#call<number>((requestId) => ({
-          type: "propagation",
-          requestId,
-          ...decoded.value,
-        }));
-      },
+      linked: (peer, link) => node.#linked(peer, link),
     });
     return node;
   }
@@ -91,39 +84,92 @@ export class BranchNode {
   }
 
   /**
-   * Gives the branch its peers (id to host:port), opens a replication stream to each, and once every
-   * peer has accepted its stream, starts serving customers. Once only. Rejects with RpcError naming the
-   * peer that did not accept within `timeoutMs`.
+   * Gives the branch its peers (id to host:port). It opens a link to each peer with a higher id, waits
+   * for each peer with a lower id to open one to it, and once every link is up, starts serving
+   * customers. Once only. Rejects with RpcError naming a peer whose link is not up within `timeoutMs`.
    */
   async configure(peers: ReadonlyMap<number, string>, timeoutMs: number): Promise<void> {
-    assert(this.#state === undefined, `branch ${this.#options.id} configured twice`);
+    const self = this.#options.id;
+    assert(this.#peers === undefined, `branch ${self} configured twice`);
     assert(this.#server !== undefined, "branch server not started");
-    for (const [id, address] of peers) {
+    this.#peers = new Set(peers.keys());
+    for (const [peer, link] of this.#links) {
+      // Opened before this branch knew its peers, by a branch that turns out not to be one.
+      if (!this.#peers.has(peer) || peer > self) link.end();
+    }
+    for (const [peer, address] of peers) {
+      if (peer < self) continue;
       const client = new BranchClient(address);
-      this.#clients.set(id, client);
-      this.#streams.set(id, client.replicate());
+      this.#clients.set(peer, client);
+      const link = client.link(self);
+      link.serve(this.#propagationHandler(peer));
+      this.#links.set(peer, link);
     }
     await Promise.all(
-      [...this.#streams].map(([id, stream]) =>
-        stream.accepted(timeoutMs).catch((error: RpcError) => {
-          throw new RpcError(error.code, `branch ${id}: ${error.message}`);
-        })
+      [...peers.keys()].map((peer) =>
+        (peer > self ? (this.#links.get(peer) as Link).accepted(timeoutMs) : this.#arrival(peer, timeoutMs))
+          .catch((error: RpcError) => {
+            throw new RpcError(error.code, `branch ${peer}: ${error.message}`);
+          })
       ),
     );
-    this.#state = initialState(this.#options.id, this.#options.balance, [...peers.keys()]);
+    this.#state = initialState(self, this.#options.balance, [...peers.keys()]);
     this.#server.setServing(true);
   }
 
-  /**
-   * Stops: ends its replication streams, stops serving (calls in progress, and peers' streams into this
-   * branch, get up to `graceMs` to finish), and closes every client.
-   */
+  /** Stops: ends every link, stops serving (calls in progress get up to `graceMs`), closes every client. */
   async stop(graceMs: number): Promise<void> {
-    for (const stream of this.#streams.values()) stream.end();
+    for (const link of this.#links.values()) link.end();
     await this.#server?.shutdown(graceMs);
     for (const client of this.#clients.values()) client.close();
-    this.#streams.clear();
+    this.#links.clear();
     this.#clients.clear();
+  }
+
+  /** A peer opened a link to this branch: keep it, unless it cannot be a peer's or is one too many. */
+  #linked(peer: number, link: Link): RpcError | undefined {
+    const self = this.#options.id;
+    if (peer >= self) {
+      return new RpcError("INVALID_ARGUMENT", `branch ${peer} must wait for branch ${self}'s link`);
+    }
+    if (this.#peers !== undefined && !this.#peers.has(peer)) {
+      return new RpcError("INVALID_ARGUMENT", `branch ${peer} is not a peer of branch ${self}`);
+    }
+    if (this.#links.has(peer)) return new RpcError("INVALID_ARGUMENT", `branch ${peer} is already linked`);
+    link.serve(this.#propagationHandler(peer));
+    this.#links.set(peer, link);
+    this.#arrivals.get(peer)?.();
+    return undefined;
+  }
+
+  /** Resolves once `peer` has opened its link to this branch; rejects after `timeoutMs`. */
+  #arrival(peer: number, timeoutMs: number): Promise<void> {
+    if (this.#links.has(peer)) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#arrivals.delete(peer);
+        reject(new RpcError("DEADLINE_EXCEEDED", `did not open its link within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#arrivals.set(peer, () => {
+        clearTimeout(timer);
+        this.#arrivals.delete(peer);
+        resolve();
+      });
+    });
+  }
+
+  /** Feeds `peer`'s propagations to the core; an update must come from the branch at the other end. */
+  #propagationHandler(peer: number): PropagationHandler {
+    return (propagation) => {
+      const decoded = decodePropagation(propagation);
+      if (!decoded.ok) return Promise.reject(new RpcError(decoded.refusal.code, decoded.refusal.message));
+      if (decoded.value.origin !== peer) {
+        const message =
+          `an update from branch ${decoded.value.origin} arrived on the link with branch ${peer}`;
+        return Promise.reject(new RpcError("INVALID_ARGUMENT", message));
+      }
+      return this.#call<number>((requestId) => ({ type: "propagation", requestId, ...decoded.value }));
+    };
   }
 
   /**
@@ -178,10 +224,10 @@ export class BranchNode {
   }
 
   #propagate(requestId: number, to: number, update: Update): void {
-    const stream = this.#streams.get(to);
-    assert(stream !== undefined, `branch ${this.#options.id} has no stream to peer ${to}`);
+    const link = this.#links.get(to);
+    assert(link !== undefined, `branch ${this.#options.id} has no link to peer ${to}`);
     const propagation = { origin: this.#options.id, interface: update.kind, amount: update.amount };
-    stream.send(propagation, this.#options.propagateDeadlineMs).then(
+    link.send(propagation, this.#options.propagateDeadlineMs).then(
       () => this.#feed({ type: "propagated", requestId, peer: to, refusal: undefined }),
       (error: RpcError) => {
         const code = error.code === "UNKNOWN" ? "UNAVAILABLE" : error.code;

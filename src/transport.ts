@@ -99,11 +99,17 @@ function loadServices() {
 export interface BranchHandlers {
   deliver(request: WireRequest): Promise<Outgoing<WireResponse>>;
   /**
-   * One propagation arriving on a replicate stream; resolves with the balance after applying it. Must
-   * settle in arrival order (the core answers each input as it steps it), since acks go out in that order.
+   * A peer (named by its `bank-branch-id` header) opened a link; returns an RpcError to refuse it. The
+   * link's propagations go to its `onPropagation`, which the handler sets through {@linkcode Link.serve}.
    */
-  propagate(propagation: WirePropagation): Promise<number>;
+  linked(peer: number, link: Link): RpcError | undefined;
 }
+
+/**
+ * Answers one propagation arriving on a link with the balance after applying it. Must settle in arrival
+ * order (the core answers each input as it steps it), since acks go out in that order.
+ */
+export type PropagationHandler = (propagation: WirePropagation) => Promise<number>;
 
 /** A running branch server. */
 export interface BranchServer {
@@ -121,7 +127,7 @@ export async function serveBranch(address: string, handlers: BranchHandlers): Pr
   const server = new grpc.Server();
   server.addService(branch, {
     deliver: unary(handlers.deliver),
-    replicate: replicateHandler(handlers.propagate),
+    link: linkHandler(handlers.linked),
   });
   const healthStatus = new HealthStatus();
   server.addService(health, healthStatus.handlers());
@@ -155,31 +161,24 @@ function unary<Req, Res>(handler: (request: Req) => Promise<Res>): grpc.handleUn
   };
 }
 
-type ServerReplication = grpc.ServerDuplexStream<WirePropagation, Outgoing<WirePropagationAck>>;
+const BRANCH_ID_HEADER = "bank-branch-id";
 
-function replicateHandler(
-  propagate: BranchHandlers["propagate"],
-): grpc.handleBidiStreamingCall<WirePropagation, Outgoing<WirePropagationAck>> {
-  return (call: ServerReplication) => {
-    // Headers now, before any message: this is how the origin learns the stream is accepted.
+function linkHandler(
+  linked: BranchHandlers["linked"],
+): grpc.handleBidiStreamingCall<WireLinkMessage, OutgoingLinkMessage> {
+  return (call: grpc.ServerDuplexStream<WireLinkMessage, OutgoingLinkMessage>) => {
+    const header = call.metadata.get(BRANCH_ID_HEADER)[0];
+    const peer = typeof header === "string" && /^\d{1,15}$/.test(header) ? Number(header) : undefined;
+    const link = new Link(`branch ${peer}`, call, Promise.resolve());
+    const refusal = peer === undefined
+      ? new RpcError("INVALID_ARGUMENT", `a link must name its opener in a ${BRANCH_ID_HEADER} header`)
+      : linked(peer, link);
+    if (refusal !== undefined) {
+      call.emit("error", { code: grpc.status[refusal.code], details: refusal.message });
+      return;
+    }
+    // Headers now, before any message: this is how the opener learns the link is accepted.
     call.sendMetadata(new grpc.Metadata());
-    call.on("data", (propagation: WirePropagation) => {
-      propagate(propagation).then(
-        (balance) => call.write({ seq: propagation.seq, balance: String(balance), code: 0, message: "" }),
-        (error: unknown) => {
-          const { code, details } = toServiceError(error);
-          call.write({
-            seq: propagation.seq,
-            balance: "0",
-            code: code ?? grpc.status.INTERNAL,
-            message: details ?? "",
-          });
-        },
-      );
-    });
-    call.on("end", () => call.end());
-    // The origin went away; its unanswered propagations have nobody left to tell.
-    call.on("error", () => {});
   };
 }
 
@@ -258,20 +257,24 @@ export class BranchClient {
     return this.#unary("deliver", request, deadlineMs);
   }
 
-  /** Opens a Branch.replicate stream to this branch. */
-  replicate(): ReplicationStream {
-    const method = this.#methods["replicate"];
-    if (method === undefined) throw new Error("proto/bank.proto has no rpc replicate");
-    const call = this.#client.makeBidiStreamRequest<Outgoing<WirePropagation>, WirePropagationAck>(
+  /** Opens a Branch.link stream to this branch, naming this end `self` (a branch id). */
+  link(self: number): Link {
+    const method = this.#methods["link"];
+    if (method === undefined) throw new Error("proto/bank.proto has no rpc link");
+    // The link waits for the peer to come up (branches started by hand start in any order), bounded by
+    // accepted()'s timeout.
+    const metadata = new grpc.Metadata({ waitForReady: true });
+    metadata.set(BRANCH_ID_HEADER, String(self));
+    const call = this.#client.makeBidiStreamRequest<OutgoingLinkMessage, WireLinkMessage>(
       method.path,
       method.requestSerialize,
       method.responseDeserialize,
-      // The stream lives as long as the branch; each message gets its own deadline instead. It waits for
-      // the peer to come up (branches started by hand start in any order), bounded by accepted()'s timeout.
-      new grpc.Metadata({ waitForReady: true }),
+      metadata,
+      // The link lives as long as the branch; each propagation gets its own deadline instead.
       { deadline: Infinity },
     );
-    return new ReplicationStream(this.address, call);
+    const accepted = new Promise<void>((resolve) => call.on("metadata", () => resolve()));
+    return new Link(this.address, call, accepted);
   }
 
   /**
@@ -334,45 +337,70 @@ export class BranchClient {
   }
 }
 
-type ClientReplication = grpc.ClientDuplexStream<Outgoing<WirePropagation>, WirePropagationAck>;
+/** `LinkMessage` of proto/bank.proto as grpc-js decodes it: `kind` names the one field that is set. */
+type WireLinkMessage =
+  | { readonly kind: "propagation"; readonly propagation: WirePropagation }
+  | { readonly kind: "ack"; readonly ack: WirePropagationAck };
 
-/** The origin's end of a Branch.replicate stream: sends propagations, matches their acks by `seq`. */
-export class ReplicationStream {
-  readonly #address: string;
-  readonly #call: ClientReplication;
-  readonly #pending = new Map<string, { resolve(balance: number): void; reject(error: RpcError): void }>();
+type OutgoingLinkMessage =
+  | { readonly propagation: Outgoing<WirePropagation> }
+  | { readonly ack: Outgoing<WirePropagationAck> };
+
+type LinkCall =
+  | grpc.ClientDuplexStream<OutgoingLinkMessage, WireLinkMessage>
+  | grpc.ServerDuplexStream<WireLinkMessage, OutgoingLinkMessage>;
+
+/**
+ * One end of a link between two branches (a Branch.link stream, from whichever side opened it). It sends
+ * this branch's propagations and matches their acks by `seq`, and answers the other side's propagations
+ * through the handler given to {@linkcode Link.serve}.
+ */
+export class Link {
+  readonly #peer: string;
+  readonly #call: LinkCall;
   readonly #accepted: Promise<void>;
+  readonly #pending = new Map<string, { resolve(balance: number): void; reject(error: RpcError): void }>();
+  #onPropagation: PropagationHandler = () => Promise.reject(new RpcError("UNAVAILABLE", "not serving yet"));
   #seq = 0;
   #broken: RpcError | undefined;
 
-  constructor(address: string, call: ClientReplication) {
-    this.#address = address;
+  /** `peer` names the other end in messages; `accepted` settles when the other end has accepted. */
+  constructor(peer: string, call: LinkCall, accepted: Promise<void>) {
+    this.#peer = peer;
     this.#call = call;
-    this.#accepted = new Promise<void>((resolve, reject) => {
-      call.on("metadata", () => resolve());
+    const failed = new Promise<never>((_, reject) => {
       call.on("error", (error: grpc.ServiceError) => {
         const cause = fromServiceError(error);
-        reject(
-          this.#break(new RpcError(cause.code, `replication stream to ${address} broke: ${cause.message}`)),
-        );
+        reject(this.#break(new RpcError(cause.code, `link with ${peer} broke: ${cause.message}`)));
       });
     });
+    this.#accepted = Promise.race([accepted, failed]);
     this.#accepted.catch(() => {}); // Seen by accepted() or by the pending sends.
-    call.on("data", (ack: WirePropagationAck) => this.#settle(ack));
-    call.on(
-      "end",
-      () => this.#break(new RpcError("UNAVAILABLE", `${address} closed the replication stream`)),
-    );
+    call.on("data", (message: WireLinkMessage) => {
+      if (message.kind === "ack") this.#settle(message.ack);
+      else this.#answer(message.propagation);
+    });
+    call.on("end", () => {
+      this.#break(new RpcError("UNAVAILABLE", `${peer} closed the link`));
+      call.end();
+    });
   }
 
-  /** Resolves once the receiver has accepted the stream; rejects if it does not within `timeoutMs`. */
+  /** Answers the other side's propagations with `handler` from now on. */
+  serve(handler: PropagationHandler): void {
+    this.#onPropagation = handler;
+  }
+
+  /** Resolves once the other end has accepted the link; rejects if it does not within `timeoutMs`. */
   async accepted(timeoutMs: number): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        const message = `${this.#address} did not accept a replication stream within ${timeoutMs} ms`;
-        reject(new RpcError("DEADLINE_EXCEEDED", message));
-        this.#call.cancel();
+        reject(
+          new RpcError("DEADLINE_EXCEEDED", `${this.#peer} did not accept a link within ${timeoutMs} ms`),
+        );
+        // Only the opener waits for acceptance, and the opener holds the client side of the call.
+        if ("cancel" in this.#call) this.#call.cancel();
       }, timeoutMs);
     });
     try {
@@ -382,7 +410,7 @@ export class ReplicationStream {
     }
   }
 
-  /** Sends one update; resolves with the receiver's balance after it, or rejects with RpcError. */
+  /** Sends one update; resolves with the other end's balance after it, or rejects with RpcError. */
   send(
     update: { readonly origin: number; readonly interface: string; readonly amount: number },
     deadlineMs: number,
@@ -393,20 +421,32 @@ export class ReplicationStream {
       const timer = setTimeout(() => {
         this.#pending.delete(seq);
         reject(
-          new RpcError("DEADLINE_EXCEEDED", `${this.#address} did not acknowledge within ${deadlineMs} ms`),
+          new RpcError("DEADLINE_EXCEEDED", `${this.#peer} did not acknowledge within ${deadlineMs} ms`),
         );
       }, deadlineMs);
       this.#pending.set(seq, {
         resolve: (balance) => (clearTimeout(timer), resolve(balance)),
         reject: (error) => (clearTimeout(timer), reject(error)),
       });
-      this.#call.write({ ...update, seq });
+      this.#call.write({ propagation: { ...update, seq } });
     });
   }
 
-  /** Half-closes the stream; the receiver ends its side once it has answered everything sent. */
+  /** Half-closes the link; the other end closes its side in turn. */
   end(): void {
     this.#call.end();
+  }
+
+  #answer(propagation: WirePropagation): void {
+    const ack = (balance: number, code: number, message: string) =>
+      this.#call.write({ ack: { seq: propagation.seq, balance: String(balance), code, message } });
+    this.#onPropagation(propagation).then(
+      (balance) => ack(balance, 0, ""),
+      (error: unknown) => {
+        const { code, details } = toServiceError(error);
+        ack(0, code ?? grpc.status.INTERNAL, details ?? "");
+      },
+    );
   }
 
   #settle(ack: WirePropagationAck): void {
