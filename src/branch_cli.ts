@@ -24,11 +24,11 @@ Runs one branch: a gRPC server holding a replica of the account's balance.
   --listen HOST:PORT   address to serve on; port 0 picks a free one (default 127.0.0.1:0)
   --peer ID=HOST:PORT  another branch; repeat for each
   --deadline-ms MS     deadline of each propagation to a peer (default 5000)
-  --start-timeout-ms MS  how long peers may take to accept their replication streams (default 60000)
+  --start-timeout-ms MS  how long the links with every peer may take to come up (default 60000)
   --control-stdin      (used by main) read peers from stdin, stop when stdin closes
 
 Prints one JSON line, such as {"branch":2,"listening":"127.0.0.1:50002"}, on stdout once listening,
-and serves customers (health: SERVING) once every peer has accepted its replication stream.`;
+and serves customers (health: SERVING) once its link with every peer is up.`;
 
 const SHUTDOWN_GRACE_MS = 2_000;
 
@@ -66,7 +66,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
     await serveUnderControl(node, startTimeoutMs);
     // main closes stdin after every customer has its last reply, or to abort a failed run: either way
     // nothing in flight needs finishing, and exiting lets the OS close every connection at once. (A
-    // graceful teardown of 50 branches' 2,450 streams took over a second of the run's wall time.)
+    // graceful teardown of 50 branches' links took over a second of the run's wall time.)
     return 0;
   }
   try {

@@ -41,7 +41,7 @@ export function decodeRequest(wire: WireRequest): Decoded<CustomerRequest> {
   return { ok: true, value: { interface: kind as Interface, amount: amount !== 0 ? amount : wire.money } };
 }
 
-/** Decodes and checks a propagated update (its `seq` belongs to the stream, not to the update). */
+/** Decodes and checks a propagated update (its `seq` belongs to the link, not to the update). */
 export function decodePropagation(
   wire: WirePropagation,
 ): Decoded<{ readonly origin: number; readonly update: Update }> {
