@@ -14,6 +14,7 @@ import {
   step,
   type Update,
 } from "./branch_core.ts";
+import { deadline } from "./deadline.ts";
 import { decodePropagation, decodeRequest, encodeResponse } from "./wire_codec.ts";
 import {
   BranchClient,
@@ -145,17 +146,12 @@ export class BranchNode {
   /** Resolves once `peer` has opened its link to this branch; rejects after `timeoutMs`. */
   #arrival(peer: number, timeoutMs: number): Promise<void> {
     if (this.#links.has(peer)) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#arrivals.delete(peer);
-        reject(new RpcError("DEADLINE_EXCEEDED", `did not open its link within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.#arrivals.set(peer, () => {
-        clearTimeout(timer);
-        this.#arrivals.delete(peer);
-        resolve();
-      });
-    });
+    const arrived = new Promise<void>((resolve) => this.#arrivals.set(peer, resolve));
+    return deadline(
+      arrived,
+      timeoutMs,
+      () => new RpcError("DEADLINE_EXCEEDED", `did not open its link within ${timeoutMs} ms`),
+    ).finally(() => this.#arrivals.delete(peer));
   }
 
   /** Feeds `peer`'s propagations to the core; an update must come from the branch at the other end. */

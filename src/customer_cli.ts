@@ -4,9 +4,8 @@
  * Started by hand, it reads an input file and prints the output to stdout. Started by `main` (with
  * `--plan-stdin`), it reads two JSON lines on standard input: the branches' addresses, on which it
  * connects to every branch and watches each one's health until it serves, reporting that to main on
- * stdout; and then the input. It prints each entry's
- * result as a JSON line as soon as it completes. `main` starts it while the branches are still starting,
- * so that its start-up overlaps theirs.
+ * stdout; and then the input. It prints each entry's result as a JSON line as soon as it completes.
+ * `main` starts it while the branches are still starting, so that its start-up overlaps theirs.
  *
  * @module
  */

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { deadline } from "./deadline.ts";
 import type { ChildCommand } from "./launch.ts";
 import { readLines } from "./lines.ts";
 
@@ -71,7 +72,7 @@ export class Child {
   }
 
   /** The last lines the child wrote to stderr, indented for an error message. */
-  stderrTail(): string {
+  #stderrTail(): string {
     return this.#tail.length === 0
       ? "  (nothing on stderr)"
       : this.#tail.map((line) => `  ${line}`).join("\n");
@@ -82,7 +83,7 @@ export class Child {
     const status = await this.exited;
     const how = status.signal !== null ? `was killed by ${status.signal}` : `exited with code ${status.code}`;
     return new RunFailure(
-      `${this.name} (pid ${this.pid}) ${how}${detail}; its stderr ended with:\n${this.stderrTail()}`,
+      `${this.name} (pid ${this.pid}) ${how}${detail}; its stderr ended with:\n${this.#stderrTail()}`,
     );
   }
 
@@ -105,11 +106,6 @@ export class Supervisor {
     this.#failed = new Promise<never>((_, reject) => (this.#reject = reject));
     // Nobody may be waiting when a failure comes; the run sees it at its next race().
     this.#failed.catch(() => {});
-  }
-
-  /** The children started so far. */
-  get children(): readonly Child[] {
-    return this.#children;
   }
 
   /**
@@ -137,19 +133,12 @@ export class Supervisor {
   }
 
   /** Waits for `work` for at most `timeoutMs`, unless the run fails first. */
-  async within<T>(work: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new RunFailure(`${what} did not happen within ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-    });
-    try {
-      return await Promise.race([work, this.#failed, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+  within<T>(work: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+    return deadline(
+      this.race(work),
+      timeoutMs,
+      () => new RunFailure(`${what} did not happen within ${timeoutMs} ms`),
+    );
   }
 
   /** Asks every child to stop (stdin closed), then kills those still running after `graceMs`. */

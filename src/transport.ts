@@ -10,6 +10,7 @@ import * as loader from "@grpc/proto-loader";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import type { RefusalCode } from "./branch_core.ts";
+import { deadline } from "./deadline.ts";
 
 /** `Request` of proto/bank.proto as grpc-js decodes it (int64 fields arrive as decimal strings). */
 export interface WireRequest {
@@ -56,7 +57,7 @@ export class RpcError extends Error {
 }
 
 /** Paths of the protos, resolved next to the source (and embedded by `deno compile --include proto/`). */
-export const PROTO_PATHS: readonly string[] = [
+const PROTO_PATHS: readonly string[] = [
   fileURLToPath(new URL("../proto/bank.proto", import.meta.url)),
   fileURLToPath(new URL("../proto/health.proto", import.meta.url)),
 ];
@@ -393,21 +394,12 @@ export class Link {
 
   /** Resolves once the other end has accepted the link; rejects if it does not within `timeoutMs`. */
   async accepted(timeoutMs: number): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        reject(
-          new RpcError("DEADLINE_EXCEEDED", `${this.#peer} did not accept a link within ${timeoutMs} ms`),
-        );
-        // Only the opener waits for acceptance, and the opener holds the client side of the call.
-        if ("cancel" in this.#call) this.#call.cancel();
-      }, timeoutMs);
+    const message = `${this.#peer} did not accept a link within ${timeoutMs} ms`;
+    await deadline(this.#accepted, timeoutMs, () => {
+      // Only the opener waits for acceptance, and the opener holds the client side of the call.
+      if ("cancel" in this.#call) this.#call.cancel();
+      return new RpcError("DEADLINE_EXCEEDED", message);
     });
-    try {
-      await Promise.race([this.#accepted, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   /** Sends one update; resolves with the other end's balance after it, or rejects with RpcError. */
