@@ -58,7 +58,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
     id,
     balance: integerFlag("balance", values.balance, 0),
     listen: values.listen ?? "127.0.0.1:0",
-    propagateDeadlineMs: deadlineMs,
+    linkDeadlineMs: deadlineMs,
   });
   const host = (values.listen ?? "127.0.0.1:0").replace(/:\d+$/, "");
   console.log(JSON.stringify({ branch: id, listening: `${host}:${node.port}` }));

@@ -10,21 +10,22 @@ import {
   type BranchInput,
   type BranchOutput,
   type BranchState,
+  type Entry,
   initialState,
+  isPrimary,
   step,
   type Update,
 } from "./branch_core.ts";
 import { deadline } from "./deadline.ts";
-import { decodePropagation, decodeRequest, encodeResponse } from "./wire_codec.ts";
+import { decodeEntry, decodeForward, decodeRequest, encodeResponse } from "./wire_codec.ts";
 import {
   BranchClient,
   type BranchServer,
   type Link,
-  type Outgoing,
-  type PropagationHandler,
+  type LinkAnswer,
+  type LinkRequestHandler,
   RpcError,
   serveBranch,
-  type WireResponse,
 } from "./transport.ts";
 
 /** How a branch is started. */
@@ -34,27 +35,36 @@ export interface BranchNodeOptions {
   readonly balance: number;
   /** host:port to listen on; port 0 picks a free one. */
   readonly listen: string;
-  /** Deadline of each propagation call. */
-  readonly propagateDeadlineMs: number;
+  /** Deadline of each message to another branch (an entry, or a forward to the primary). */
+  readonly linkDeadlineMs: number;
 }
 
-/** What an inbound call is answered with: a response for a customer, a balance for a propagation. */
-type Answer = Outgoing<WireResponse> | number;
+/** The outputs that answer an inbound call with a value. */
+type Answering = Extract<BranchOutput, { type: "reply" | "ack" }>;
+
+/** An inbound call the core has not answered yet. */
+interface OpenCall {
+  answer(output: Answering): void;
+  reject(error: RpcError): void;
+}
 
 /** A running branch. It refuses customers until {@linkcode BranchNode.configure} gives it its peers. */
 export class BranchNode {
   readonly #options: BranchNodeOptions;
   #server: BranchServer | undefined;
   #state: BranchState | undefined;
-  /** Clients of the peers this branch opens links to (those with a higher id). */
-  readonly #clients = new Map<number, BranchClient>();
-  /** A link per peer, whichever side opened it. */
+  /** At a backup: the client of the primary. */
+  #client: BranchClient | undefined;
+  /** At the primary, a link per backup; at a backup, its link to the primary. */
   readonly #links = new Map<number, Link>();
-  /** Waiting for a link that a peer with a lower id is to open. */
+  /** At the primary: waiting for a backup to open its link. */
   readonly #arrivals = new Map<number, () => void>();
-  #peers: ReadonlySet<number> | undefined;
+  /** This branch's place in the bank (primary or backup, and of which branches), once configured. */
+  #layout: BranchState | undefined;
+  /** Whether customers are served: once every link is up. */
+  #serving = false;
   #nextRequestId = 1;
-  readonly #calls = new Map<number, { resolve(answer: Answer): void; reject(error: RpcError): void }>();
+  readonly #calls = new Map<number, OpenCall>();
 
   private constructor(options: BranchNodeOptions) {
     this.#options = options;
@@ -67,11 +77,13 @@ export class BranchNode {
       deliver: (request) => {
         const decoded = decodeRequest(request);
         if (!decoded.ok) return Promise.reject(new RpcError(decoded.refusal.code, decoded.refusal.message));
-        return node.#call<Outgoing<WireResponse>>((requestId) => ({
-          type: "request",
-          requestId,
-          ...decoded.value,
-        }));
+        if (!node.#serving) {
+          return Promise.reject(new RpcError("UNAVAILABLE", `branch ${options.id} is not serving yet`));
+        }
+        return node.#call((requestId) => ({ type: "request", requestId, ...decoded.value }), (output) => {
+          assert(output.type === "reply", `a customer's request was answered with an ${output.type}`);
+          return encodeResponse(output.interface, output.success, output.balance);
+        });
       },
       linked: (peer, link) => node.#linked(peer, link),
     });
@@ -85,102 +97,124 @@ export class BranchNode {
   }
 
   /**
-   * Gives the branch its peers (id to host:port). It opens a link to each peer with a higher id, waits
-   * for each peer with a lower id to open one to it, and once every link is up, starts serving
-   * customers. Once only. Rejects with RpcError naming a peer whose link is not up within `timeoutMs`.
+   * Gives the branch its peers (every other branch: id to host:port). The primary (the lowest id) waits
+   * for every backup to open its link; a backup opens its link to the primary and waits for the primary
+   * to accept it, which it does only once every backup is linked. Then the branch serves customers. Once
+   * only. Rejects with RpcError naming a branch whose link is not up within `timeoutMs`.
    */
   async configure(peers: ReadonlyMap<number, string>, timeoutMs: number): Promise<void> {
     const self = this.#options.id;
-    assert(this.#peers === undefined, `branch ${self} configured twice`);
+    assert(this.#layout === undefined, `branch ${self} configured twice`);
     assert(this.#server !== undefined, "branch server not started");
-    this.#peers = new Set(peers.keys());
+    const state = initialState(self, this.#options.balance, [...peers.keys()]);
+    this.#layout = state;
     for (const [peer, link] of this.#links) {
-      // Opened before this branch knew its peers, by a branch that turns out not to be one.
-      if (!this.#peers.has(peer) || peer > self) link.end();
+      // Opened before this branch knew its peers, by a branch that turns out not to be a backup of it.
+      const refusal = this.#refusal(peer, state);
+      if (refusal !== undefined) {
+        link.refuse(refusal);
+        this.#links.delete(peer);
+      }
     }
-    for (const [peer, address] of peers) {
-      if (peer < self) continue;
-      const client = new BranchClient(address);
-      this.#clients.set(peer, client);
-      const link = client.link(self);
-      link.serve(this.#propagationHandler(peer));
-      this.#links.set(peer, link);
-    }
-    await Promise.all(
-      [...peers.keys()].map((peer) =>
-        (peer > self ? (this.#links.get(peer) as Link).accepted(timeoutMs) : this.#arrival(peer, timeoutMs))
-          .catch((error: RpcError) => {
-            throw new RpcError(error.code, `branch ${peer}: ${error.message}`);
+    if (isPrimary(state)) {
+      await Promise.all(
+        state.backups.map((backup) =>
+          this.#arrival(backup, timeoutMs).catch((error: RpcError) => {
+            throw new RpcError(error.code, `branch ${backup}: ${error.message}`);
           })
-      ),
-    );
-    this.#state = initialState(self, this.#options.balance, [...peers.keys()]);
+        ),
+      );
+      this.#state = state;
+      for (const link of this.#links.values()) link.accept();
+    } else {
+      const address = peers.get(state.primary) as string;
+      this.#client = new BranchClient(address);
+      const link = this.#client.link(self);
+      link.serve(this.#linkHandler(state.primary));
+      this.#links.set(state.primary, link);
+      // The state is set first: the primary may send an entry right after it accepts.
+      this.#state = state;
+      await link.accepted(timeoutMs).catch((error: RpcError) => {
+        throw new RpcError(error.code, `primary (branch ${state.primary}): ${error.message}`);
+      });
+    }
+    this.#serving = true;
     this.#server.setServing(true);
   }
 
-  /** Stops: ends every link, stops serving (calls in progress get up to `graceMs`), closes every client. */
+  /** Stops: ends every link, stops serving (calls in progress get up to `graceMs`), closes the client. */
   async stop(graceMs: number): Promise<void> {
     for (const link of this.#links.values()) link.end();
     await this.#server?.shutdown(graceMs);
-    for (const client of this.#clients.values()) client.close();
+    this.#client?.close();
     this.#links.clear();
-    this.#clients.clear();
   }
 
-  /** A peer opened a link to this branch: keep it, unless it cannot be a peer's or is one too many. */
+  /** A peer opened a link to this branch: keep it, unless it cannot be a backup's or is one too many. */
   #linked(peer: number, link: Link): RpcError | undefined {
-    const self = this.#options.id;
-    if (peer >= self) {
-      return new RpcError("INVALID_ARGUMENT", `branch ${peer} must wait for branch ${self}'s link`);
-    }
-    if (this.#peers !== undefined && !this.#peers.has(peer)) {
-      return new RpcError("INVALID_ARGUMENT", `branch ${peer} is not a peer of branch ${self}`);
-    }
     if (this.#links.has(peer)) return new RpcError("INVALID_ARGUMENT", `branch ${peer} is already linked`);
-    link.serve(this.#propagationHandler(peer));
+    // Before configure() it is not known yet whether this branch is the primary: configure() decides.
+    const refusal = this.#layout === undefined ? undefined : this.#refusal(peer, this.#layout);
+    if (refusal !== undefined) return refusal;
+    link.serve(this.#linkHandler(peer));
     this.#links.set(peer, link);
     this.#arrivals.get(peer)?.();
     return undefined;
   }
 
-  /** Resolves once `peer` has opened its link to this branch; rejects after `timeoutMs`. */
-  #arrival(peer: number, timeoutMs: number): Promise<void> {
-    if (this.#links.has(peer)) return Promise.resolve();
-    const arrived = new Promise<void>((resolve) => this.#arrivals.set(peer, resolve));
+  /** Why branch `peer` may not link to a branch in `state`, if it may not. */
+  #refusal(peer: number, state: BranchState): RpcError | undefined {
+    if (!isPrimary(state)) {
+      return new RpcError(
+        "INVALID_ARGUMENT",
+        `branch ${state.id} is not the primary (branch ${state.primary} is)`,
+      );
+    }
+    if (!state.backups.includes(peer)) {
+      return new RpcError("INVALID_ARGUMENT", `branch ${peer} is not a peer of branch ${state.id}`);
+    }
+    return undefined;
+  }
+
+  /** Resolves once `backup` has opened its link to this branch; rejects after `timeoutMs`. */
+  #arrival(backup: number, timeoutMs: number): Promise<void> {
+    if (this.#links.has(backup)) return Promise.resolve();
+    const arrived = new Promise<void>((resolve) => this.#arrivals.set(backup, resolve));
     return deadline(
       arrived,
       timeoutMs,
       () => new RpcError("DEADLINE_EXCEEDED", `did not open its link within ${timeoutMs} ms`),
-    ).finally(() => this.#arrivals.delete(peer));
+    ).finally(() => this.#arrivals.delete(backup));
   }
 
-  /** Feeds `peer`'s propagations to the core; an update must come from the branch at the other end. */
-  #propagationHandler(peer: number): PropagationHandler {
-    return (propagation) => {
-      const decoded = decodePropagation(propagation);
+  /** Feeds the requests arriving on the link with `peer` to the core: forwards and entries. */
+  #linkHandler(peer: number): LinkRequestHandler {
+    return (request) => {
+      const decoded = request.kind === "entry" ? decodeEntry(request.entry) : decodeForward(request.forward);
       if (!decoded.ok) return Promise.reject(new RpcError(decoded.refusal.code, decoded.refusal.message));
-      if (decoded.value.origin !== peer) {
-        const message =
-          `an update from branch ${decoded.value.origin} arrived on the link with branch ${peer}`;
-        return Promise.reject(new RpcError("INVALID_ARGUMENT", message));
-      }
-      return this.#call<number>((requestId) => ({ type: "propagation", requestId, ...decoded.value }));
+      const input = request.kind === "entry"
+        ? (requestId: number): BranchInput => ({ type: "entry", requestId, entry: decoded.value as Entry })
+        : (requestId: number): BranchInput => ({
+          type: "forward",
+          requestId,
+          from: peer,
+          update: decoded.value as Update,
+        });
+      return this.#call(input, (output): LinkAnswer => ({
+        success: output.type === "reply" ? output.success : true,
+        balance: output.balance,
+      }));
     };
   }
 
-  /**
-   * Registers an inbound call, feeds it to the core, and resolves when the core answers it. The core
-   * answers a request with a reply and a propagation with an ack, so `A` is the answer the call gets.
-   */
-  #call<A extends Answer>(input: (requestId: number) => BranchInput): Promise<A> {
+  /** Registers an inbound call, feeds it to the core, and resolves with `encode` of the core's answer. */
+  #call<T>(input: (requestId: number) => BranchInput, encode: (output: Answering) => T): Promise<T> {
     if (this.#state === undefined) {
-      return Promise.reject(
-        new RpcError("UNAVAILABLE", `branch ${this.#options.id} does not know its peers yet`),
-      );
+      return Promise.reject(new RpcError("UNAVAILABLE", `branch ${this.#options.id} is not serving yet`));
     }
     const requestId = this.#nextRequestId++;
-    const answered = new Promise<A>((resolve, reject) =>
-      this.#calls.set(requestId, { resolve: (answer) => resolve(answer as A), reject })
+    const answered = new Promise<T>((resolve, reject) =>
+      this.#calls.set(requestId, { answer: (output) => resolve(encode(output)), reject })
     );
     this.#feed(input(requestId));
     return answered;
@@ -196,39 +230,53 @@ export class BranchNode {
   #carryOut(output: BranchOutput): void {
     switch (output.type) {
       case "reply":
-        return this.#answer(
-          output.requestId,
-          encodeResponse(output.interface, output.success, output.balance),
-        );
       case "ack":
-        return this.#answer(output.requestId, output.balance);
-      case "refuse": {
-        const call = this.#calls.get(output.requestId);
-        this.#calls.delete(output.requestId);
-        return call?.reject(new RpcError(output.refusal.code, output.refusal.message));
-      }
-      case "propagate":
-        return this.#propagate(output.requestId, output.to, output.update);
+        return this.#take(output.requestId)?.answer(output);
+      case "refuse":
+        return this.#take(output.requestId)?.reject(
+          new RpcError(output.refusal.code, output.refusal.message),
+        );
+      case "replicate":
+        return this.#replicate(output.to, output.entry);
+      case "forward":
+        return this.#forward(output.requestId, output.update);
     }
   }
 
-  #answer(requestId: number, answer: Answer): void {
+  #take(requestId: number): OpenCall | undefined {
     const call = this.#calls.get(requestId);
     assert(call !== undefined, `answer for unknown call ${requestId}`);
     this.#calls.delete(requestId);
-    call.resolve(answer);
+    return call;
   }
 
-  #propagate(requestId: number, to: number, update: Update): void {
-    const link = this.#links.get(to);
-    assert(link !== undefined, `branch ${this.#options.id} has no link to peer ${to}`);
-    const propagation = { origin: this.#options.id, interface: update.kind, amount: update.amount };
-    link.send(propagation, this.#options.propagateDeadlineMs).then(
-      () => this.#feed({ type: "propagated", requestId, peer: to, refusal: undefined }),
-      (error: RpcError) => {
-        const code = error.code === "UNKNOWN" ? "UNAVAILABLE" : error.code;
-        this.#feed({ type: "propagated", requestId, peer: to, refusal: { code, message: error.message } });
-      },
+  #link(peer: number): Link {
+    const link = this.#links.get(peer);
+    assert(link !== undefined, `branch ${this.#options.id} has no link with branch ${peer}`);
+    return link;
+  }
+
+  #replicate(backup: number, entry: Entry): void {
+    const { view, position, update } = entry;
+    const message = { entry: { view, position, interface: update.kind, amount: update.amount } };
+    this.#link(backup).send(message, this.#options.linkDeadlineMs).then(
+      () => this.#feed({ type: "replicated", position, backup, refusal: undefined }),
+      (error: RpcError) => this.#feed({ type: "replicated", position, backup, refusal: refusal(error) }),
     );
   }
+
+  #forward(requestId: number, update: Update): void {
+    const primary = (this.#state as BranchState).primary;
+    const message = { forward: { interface: update.kind, amount: update.amount } };
+    this.#link(primary).send(message, this.#options.linkDeadlineMs).then(
+      (decision) => this.#feed({ type: "decided", requestId, decision, refusal: undefined }),
+      (error: RpcError) =>
+        this.#feed({ type: "decided", requestId, decision: undefined, refusal: refusal(error) }),
+    );
+  }
+}
+
+/** A failed link request as the core's refusal (a status the core does not know is UNAVAILABLE). */
+function refusal(error: RpcError) {
+  return { code: error.code === "UNKNOWN" ? "UNAVAILABLE" as const : error.code, message: error.message };
 }

@@ -29,20 +29,35 @@ export interface WireResponse {
   readonly balance: string;
 }
 
-/** `Propagation` of proto/bank.proto as grpc-js decodes it. */
-export interface WirePropagation {
-  readonly origin: string;
+/** `Entry` of proto/bank.proto as grpc-js decodes it. */
+export interface WireEntry {
+  readonly view: string;
+  readonly position: string;
   readonly interface: string;
   readonly amount: string;
-  readonly seq: string;
 }
 
-/** `PropagationAck` of proto/bank.proto as grpc-js decodes it. */
-export interface WirePropagationAck {
-  readonly seq: string;
-  readonly balance: string;
-  readonly code: number;
-  readonly message: string;
+/** `Forward` of proto/bank.proto as grpc-js decodes it. */
+export interface WireForward {
+  readonly interface: string;
+  readonly amount: string;
+}
+
+/** A request on a link, as grpc-js decodes it: `kind` names the one that is set. */
+export type WireLinkRequest =
+  | { readonly kind: "entry"; readonly entry: WireEntry }
+  | { readonly kind: "forward"; readonly forward: WireForward };
+
+/** A request to send on a link. */
+export type OutgoingLinkRequest =
+  | { readonly entry: Outgoing<WireEntry> }
+  | { readonly forward: Outgoing<WireForward> };
+
+/** What a link request is answered with, when it is carried out (`Answer` without its error fields). */
+export interface LinkAnswer {
+  readonly success: boolean;
+  /** Units. */
+  readonly balance: number;
 }
 
 /** What a client sends: int64 fields may be given as numbers. */
@@ -101,16 +116,17 @@ export interface BranchHandlers {
   deliver(request: WireRequest): Promise<Outgoing<WireResponse>>;
   /**
    * A peer (named by its `bank-branch-id` header) opened a link; returns an RpcError to refuse it. The
-   * link's propagations go to its `onPropagation`, which the handler sets through {@linkcode Link.serve}.
+   * handler keeps the link, answers its requests through {@linkcode Link.serve}, and sends its response
+   * headers with {@linkcode Link.accept} when it is ready.
    */
   linked(peer: number, link: Link): RpcError | undefined;
 }
 
 /**
- * Answers one propagation arriving on a link with the balance after applying it. Must settle in arrival
- * order (the core answers each input as it steps it), since acks go out in that order.
+ * Answers one request arriving on a link. Must settle in arrival order (the core answers each input as it
+ * steps it, or forwards it and answers in the order the primary decides), since answers are matched by seq.
  */
-export type PropagationHandler = (propagation: WirePropagation) => Promise<number>;
+export type LinkRequestHandler = (request: WireLinkRequest) => Promise<LinkAnswer>;
 
 /** A running branch server. */
 export interface BranchServer {
@@ -176,10 +192,7 @@ function linkHandler(
       : linked(peer, link);
     if (refusal !== undefined) {
       call.emit("error", { code: grpc.status[refusal.code], details: refusal.message });
-      return;
     }
-    // Headers now, before any message: this is how the opener learns the link is accepted.
-    call.sendMetadata(new grpc.Metadata());
   };
 }
 
@@ -271,7 +284,7 @@ export class BranchClient {
       method.requestSerialize,
       method.responseDeserialize,
       metadata,
-      // The link lives as long as the branch; each propagation gets its own deadline instead.
+      // The link lives as long as the branch; each request on it gets its own deadline instead.
       { deadline: Infinity },
     );
     const accepted = new Promise<void>((resolve) => call.on("metadata", () => resolve()));
@@ -338,32 +351,57 @@ export class BranchClient {
   }
 }
 
-/** `LinkMessage` of proto/bank.proto as grpc-js decodes it: `kind` names the one field that is set. */
+/** `Answer` of proto/bank.proto as grpc-js decodes it. */
+interface WireAnswer {
+  readonly success: boolean;
+  readonly balance: string;
+  readonly code: number;
+  readonly message: string;
+}
+
+/** `LinkMessage` of proto/bank.proto as grpc-js decodes it. */
 type WireLinkMessage =
-  | { readonly kind: "propagation"; readonly propagation: WirePropagation }
-  | { readonly kind: "ack"; readonly ack: WirePropagationAck };
+  & { readonly seq: string }
+  & (WireLinkRequest | {
+    readonly kind: "answer";
+    readonly answer: WireAnswer;
+  });
 
 type OutgoingLinkMessage =
-  | { readonly propagation: Outgoing<WirePropagation> }
-  | { readonly ack: Outgoing<WirePropagationAck> };
+  & { readonly seq: string }
+  & (OutgoingLinkRequest | {
+    readonly answer: Outgoing<WireAnswer>;
+  });
 
 type LinkCall =
   | grpc.ClientDuplexStream<OutgoingLinkMessage, WireLinkMessage>
   | grpc.ServerDuplexStream<WireLinkMessage, OutgoingLinkMessage>;
 
+/** A request sent on a link and not answered yet. */
+interface InFlight {
+  /** performance.now() after which it has failed. */
+  readonly deadline: number;
+  readonly deadlineMs: number;
+  resolve(answer: LinkAnswer): void;
+  reject(error: RpcError): void;
+}
+
 /**
- * One end of a link between two branches (a Branch.link stream, from whichever side opened it). It sends
- * this branch's propagations and matches their acks by `seq`, and answers the other side's propagations
+ * One end of a link between the primary and a backup (a Branch.link stream, from whichever side). It
+ * sends this end's requests and matches their answers by `seq`, and answers the other end's requests
  * through the handler given to {@linkcode Link.serve}.
  */
 export class Link {
   readonly #peer: string;
   readonly #call: LinkCall;
   readonly #accepted: Promise<void>;
-  readonly #pending = new Map<string, { resolve(balance: number): void; reject(error: RpcError): void }>();
-  #onPropagation: PropagationHandler = () => Promise.reject(new RpcError("UNAVAILABLE", "not serving yet"));
+  /** In the order sent, which is the order of their deadlines when every request gets the same one. */
+  readonly #inFlight = new Map<string, InFlight>();
+  #onRequest: LinkRequestHandler = () => Promise.reject(new RpcError("UNAVAILABLE", "not serving yet"));
   #seq = 0;
   #broken: RpcError | undefined;
+  /** One timer for every request in flight, rather than one per request (see #watchDeadlines). */
+  #deadlineTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** `peer` names the other end in messages; `accepted` settles when the other end has accepted. */
   constructor(peer: string, call: LinkCall, accepted: Promise<void>) {
@@ -376,10 +414,10 @@ export class Link {
       });
     });
     this.#accepted = Promise.race([accepted, failed]);
-    this.#accepted.catch(() => {}); // Seen by accepted() or by the pending sends.
+    this.#accepted.catch(() => {}); // Seen by accepted() or by the requests in flight.
     call.on("data", (message: WireLinkMessage) => {
-      if (message.kind === "ack") this.#settle(message.ack);
-      else this.#answer(message.propagation);
+      if (message.kind === "answer") this.#settle(message.seq, message.answer);
+      else this.#answer(message);
     });
     call.on("end", () => {
       this.#break(new RpcError("UNAVAILABLE", `${peer} closed the link`));
@@ -387,9 +425,22 @@ export class Link {
     });
   }
 
-  /** Answers the other side's propagations with `handler` from now on. */
-  serve(handler: PropagationHandler): void {
-    this.#onPropagation = handler;
+  /** Answers the other end's requests with `handler` from now on. */
+  serve(handler: LinkRequestHandler): void {
+    this.#onRequest = handler;
+  }
+
+  /** On the accepting end: ends the link with `error`'s status instead of accepting it. */
+  refuse(error: RpcError): void {
+    this.#call.emit("error", {
+      code: grpc.status[error.code === "UNKNOWN" ? "INTERNAL" : error.code],
+      details: error.message,
+    });
+  }
+
+  /** On the accepting end: sends the response headers, which tell the opener the link is accepted. */
+  accept(): void {
+    if ("sendMetadata" in this.#call) this.#call.sendMetadata(new grpc.Metadata());
   }
 
   /** Resolves once the other end has accepted the link; rejects if it does not within `timeoutMs`. */
@@ -402,59 +453,83 @@ export class Link {
     });
   }
 
-  /** Sends one update; resolves with the other end's balance after it, or rejects with RpcError. */
-  send(
-    update: { readonly origin: number; readonly interface: string; readonly amount: number },
-    deadlineMs: number,
-  ): Promise<number> {
+  /** Sends one request; resolves with the other end's answer, or rejects with RpcError. */
+  send(request: OutgoingLinkRequest, deadlineMs: number): Promise<LinkAnswer> {
     if (this.#broken !== undefined) return Promise.reject(this.#broken);
     const seq = String(++this.#seq);
-    return new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(seq);
-        reject(
-          new RpcError("DEADLINE_EXCEEDED", `${this.#peer} did not acknowledge within ${deadlineMs} ms`),
-        );
-      }, deadlineMs);
-      this.#pending.set(seq, {
-        resolve: (balance) => (clearTimeout(timer), resolve(balance)),
-        reject: (error) => (clearTimeout(timer), reject(error)),
-      });
-      this.#call.write({ propagation: { ...update, seq } });
+    return new Promise<LinkAnswer>((resolve, reject) => {
+      this.#inFlight.set(seq, { deadline: performance.now() + deadlineMs, deadlineMs, resolve, reject });
+      this.#deadlineTimer ??= setTimeout(() => this.#watchDeadlines(), deadlineMs);
+      this.#call.write({ seq, ...request });
     });
   }
 
   /** Half-closes the link; the other end closes its side in turn. */
   end(): void {
     this.#call.end();
+    this.#stopWatching();
   }
 
-  #answer(propagation: WirePropagation): void {
-    const ack = (balance: number, code: number, message: string) =>
-      this.#call.write({ ack: { seq: propagation.seq, balance: String(balance), code, message } });
-    this.#onPropagation(propagation).then(
-      (balance) => ack(balance, 0, ""),
+  /**
+   * Fails the requests whose deadline has passed, then sleeps until the oldest one left is due. Requests
+   * are answered in the order sent, so the oldest is the first due; a timer per request would cost a
+   * timer set and a timer cleared for each of the thousands of entries a run sends.
+   */
+  #watchDeadlines(): void {
+    this.#deadlineTimer = undefined;
+    const now = performance.now();
+    for (const [seq, inFlight] of this.#inFlight) {
+      if (inFlight.deadline > now) {
+        this.#deadlineTimer = setTimeout(() => this.#watchDeadlines(), inFlight.deadline - now);
+        return;
+      }
+      this.#inFlight.delete(seq);
+      inFlight.reject(
+        new RpcError("DEADLINE_EXCEEDED", `${this.#peer} did not answer within ${inFlight.deadlineMs} ms`),
+      );
+    }
+  }
+
+  #stopWatching(): void {
+    clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = undefined;
+  }
+
+  #answer(request: WireLinkMessage & WireLinkRequest): void {
+    const { seq } = request;
+    this.#onRequest(request).then(
+      ({ success, balance }) =>
+        this.#call.write({ seq, answer: { success, balance: String(balance), code: 0, message: "" } }),
       (error: unknown) => {
         const { code, details } = toServiceError(error);
-        ack(0, code ?? grpc.status.INTERNAL, details ?? "");
+        const answer = {
+          success: false,
+          balance: "0",
+          code: code ?? grpc.status.INTERNAL,
+          message: details ?? "",
+        };
+        this.#call.write({ seq, answer });
       },
     );
   }
 
-  #settle(ack: WirePropagationAck): void {
-    const pending = this.#pending.get(ack.seq);
+  #settle(seq: string, answer: WireAnswer): void {
+    const inFlight = this.#inFlight.get(seq);
     // Unknown: its deadline already passed and the sender was told so.
-    if (pending === undefined) return;
-    this.#pending.delete(ack.seq);
-    if (ack.code === 0) pending.resolve(Number(ack.balance));
-    else pending.reject(new RpcError(statusName(ack.code), ack.message));
+    if (inFlight === undefined) return;
+    // The deadline timer stays armed even when nothing is left in flight: it finds nothing when it fires,
+    // which is cheaper than clearing it and setting it again for the next request.
+    this.#inFlight.delete(seq);
+    if (answer.code === 0) inFlight.resolve({ success: answer.success, balance: Number(answer.balance) });
+    else inFlight.reject(new RpcError(statusName(answer.code), answer.message));
   }
 
-  /** Fails every pending send, and every later one, with the first cause; returns that cause. */
+  /** Fails every request in flight, and every later one, with the first cause; returns that cause. */
   #break(error: RpcError): RpcError {
     this.#broken ??= error;
-    for (const pending of this.#pending.values()) pending.reject(this.#broken);
-    this.#pending.clear();
+    for (const inFlight of this.#inFlight.values()) inFlight.reject(this.#broken);
+    this.#inFlight.clear();
+    this.#stopWatching();
     return this.#broken;
   }
 }

@@ -6,9 +6,9 @@
  * @module
  */
 
-import type { Refusal, Update } from "./branch_core.ts";
+import type { Entry, Refusal, Update } from "./branch_core.ts";
 import { type Interface, INTERFACES } from "./input.ts";
-import type { Outgoing, WirePropagation, WireRequest, WireResponse } from "./transport.ts";
+import type { Outgoing, WireEntry, WireForward, WireRequest, WireResponse } from "./transport.ts";
 
 /** A decoded value, or why it could not be decoded. */
 export type Decoded<T> = { readonly ok: true; readonly value: T } | {
@@ -41,18 +41,30 @@ export function decodeRequest(wire: WireRequest): Decoded<CustomerRequest> {
   return { ok: true, value: { interface: kind as Interface, amount: amount !== 0 ? amount : wire.money } };
 }
 
-/** Decodes and checks a propagated update (its `seq` belongs to the link, not to the update). */
-export function decodePropagation(
-  wire: WirePropagation,
-): Decoded<{ readonly origin: number; readonly update: Update }> {
-  const origin = parseUnits(wire.origin);
-  if (origin === undefined) return invalid(`origin must be a branch id, got ${wire.origin}`);
-  if (wire.interface !== "deposit" && wire.interface !== "withdraw") {
-    return invalid(`interface must be deposit or withdraw, got ${JSON.stringify(wire.interface)}`);
+/** Decodes and checks an update that a backup forwards to the primary. */
+export function decodeForward(wire: WireForward): Decoded<Update> {
+  return decodeUpdate(wire.interface, wire.amount);
+}
+
+/** Decodes and checks an entry of the primary's log. */
+export function decodeEntry(wire: WireEntry): Decoded<Entry> {
+  const view = parseUnits(wire.view);
+  if (view === undefined) return invalid(`view must be a whole number, got ${wire.view}`);
+  const position = parseUnits(wire.position);
+  if (position === undefined || position === 0) {
+    return invalid(`position must be a whole number from 1, got ${wire.position}`);
   }
-  const amount = parseUnits(wire.amount);
-  if (amount === undefined) return invalid(`amount must be from 0 to 2^53 - 1, got ${wire.amount}`);
-  return { ok: true, value: { origin, update: { kind: wire.interface, amount } } };
+  const update = decodeUpdate(wire.interface, wire.amount);
+  return update.ok ? { ok: true, value: { view, position, update: update.value } } : update;
+}
+
+function decodeUpdate(kind: string, decimal: string): Decoded<Update> {
+  if (kind !== "deposit" && kind !== "withdraw") {
+    return invalid(`interface must be deposit or withdraw, got ${JSON.stringify(kind)}`);
+  }
+  const amount = parseUnits(decimal);
+  if (amount === undefined) return invalid(`amount must be from 0 to 2^53 - 1, got ${decimal}`);
+  return { ok: true, value: { kind, amount } };
 }
 
 /** The wire response for a reply; `money` keeps the original int32 field only while the balance fits. */

@@ -1,5 +1,5 @@
 import { assertEquals } from "./_assert.ts";
-import { decodePropagation, decodeRequest, encodeResponse, parseUnits } from "../src/wire_codec.ts";
+import { decodeEntry, decodeForward, decodeRequest, encodeResponse, parseUnits } from "../src/wire_codec.ts";
 
 const request = (fields: Partial<{ interface: string; money: number; amount: string }>) => ({
   id: 1,
@@ -46,14 +46,25 @@ Deno.test("decodeRequest() refuses malformed requests with INVALID_ARGUMENT", ()
   assertEquals(code({ money: 5, amount: "5" }), "ok");
 });
 
-Deno.test("decodePropagation() refuses a query or a bad origin", () => {
-  const propagation = { origin: "1", interface: "deposit", amount: "5", seq: "1" };
-  assertEquals(decodePropagation(propagation), {
+Deno.test("decodeForward() takes a deposit or withdrawal and refuses a query or a bad amount", () => {
+  assertEquals(decodeForward({ interface: "withdraw", amount: "5" }), {
     ok: true,
-    value: { origin: 1, update: { kind: "deposit", amount: 5 } },
+    value: { kind: "withdraw", amount: 5 },
   });
-  assertEquals(decodePropagation({ ...propagation, interface: "query" }).ok, false);
-  assertEquals(decodePropagation({ ...propagation, origin: "x" }).ok, false);
+  assertEquals(decodeForward({ interface: "query", amount: "0" }).ok, false);
+  assertEquals(decodeForward({ interface: "deposit", amount: "-5" }).ok, false);
+});
+
+Deno.test("decodeEntry() refuses position 0, a bad view or a bad update", () => {
+  const entry = { view: "0", position: "3", interface: "deposit", amount: "5" };
+  assertEquals(decodeEntry(entry), {
+    ok: true,
+    value: { view: 0, position: 3, update: { kind: "deposit", amount: 5 } },
+  });
+  assertEquals(decodeEntry({ ...entry, position: "0" }).ok, false);
+  assertEquals(decodeEntry({ ...entry, view: "x" }).ok, false);
+  assertEquals(decodeEntry({ ...entry, interface: "query" }).ok, false);
+  assertEquals(decodeEntry({ ...entry, amount: "9007199254740992" }).ok, false);
 });
 
 Deno.test("encodeResponse() fills the original int32 money only while the balance fits", () => {
