@@ -19,7 +19,7 @@ export interface BankRunOptions {
   readonly format: Format;
   /** When set, branch ID listens on 127.0.0.1:portBase+ID; otherwise on a free port. */
   readonly portBase: number | undefined;
-  /** Deadline of every request and propagation. */
+  /** Deadline of every customer request; messages between branches get parts of it. */
   readonly deadlineMs: number;
   /** How long branches may take to start serving. */
   readonly startTimeoutMs: number;
@@ -93,9 +93,10 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
   const { supervisor, context } = options;
   const deadline = ["--deadline-ms", String(options.deadlineMs)];
   const startTimeout = ["--start-timeout-ms", String(options.startTimeoutMs)];
-  // A propagation gets half a request's deadline, so that a stalled peer is reported by name (the
-  // branch's "did not acknowledge") before the customer's request itself runs out of time.
-  const propagationDeadline = ["--deadline-ms", String(Math.max(1, Math.floor(options.deadlineMs / 2)))];
+  // A forward to the primary gets half a request's deadline (and an entry to a backup half of that), so
+  // that a stalled branch is reported by name (the link's "did not answer") before the customer's
+  // request itself runs out of time.
+  const forwardDeadline = ["--deadline-ms", String(Math.max(1, Math.floor(options.deadlineMs / 2)))];
   const ports = scenario.branches.map(({ id }) => options.portBase === undefined ? 0 : options.portBase + id);
   // Free ports are not known in advance, so then the customer may reach any loopback port.
   const customerNet = options.portBase === undefined
@@ -109,7 +110,7 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
   const branches = scenario.branches.map(({ id, balance }, index) => {
     const args = ["--control-stdin", "--id", String(id), "--balance", String(balance)];
     const listen = ["--listen", `127.0.0.1:${ports[index]}`];
-    const command = childCommand("branch", [...args, ...listen, ...propagationDeadline, ...startTimeout], {
+    const command = childCommand("branch", [...args, ...listen, ...forwardDeadline, ...startTimeout], {
       context,
       net: ["127.0.0.1"],
     });

@@ -22,13 +22,15 @@ Runs one branch: a gRPC server holding a replica of the account's balance.
   --id ID              this branch's id (required)
   --balance UNITS      starting balance (default 0)
   --listen HOST:PORT   address to serve on; port 0 picks a free one (default 127.0.0.1:0)
-  --peer ID=HOST:PORT  another branch; repeat for each
-  --deadline-ms MS     deadline of each propagation to a peer (default 5000)
-  --start-timeout-ms MS  how long the links with every peer may take to come up (default 60000)
+  --peer ID=HOST:PORT  another branch; repeat for each (the lowest id of all is the primary)
+  --deadline-ms MS     deadline of each update forwarded to the primary (default 5000); each entry
+                       the primary sends to a backup gets half of it
+  --start-timeout-ms MS  how long the links between the primary and its backups may take to come up
+                       (default 60000)
   --control-stdin      (used by main) read peers from stdin, stop when stdin closes
 
 Prints one JSON line, such as {"branch":2,"listening":"127.0.0.1:50002"}, on stdout once listening,
-and serves customers (health: SERVING) once its link with every peer is up.`;
+and serves customers (health: SERVING) once the primary has a link from every backup.`;
 
 const SHUTDOWN_GRACE_MS = 2_000;
 
@@ -58,7 +60,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
     id,
     balance: integerFlag("balance", values.balance, 0),
     listen: values.listen ?? "127.0.0.1:0",
-    linkDeadlineMs: deadlineMs,
+    forwardDeadlineMs: deadlineMs,
   });
   const host = (values.listen ?? "127.0.0.1:0").replace(/:\d+$/, "");
   console.log(JSON.stringify({ branch: id, listening: `${host}:${node.port}` }));

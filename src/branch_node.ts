@@ -1,6 +1,6 @@
 /**
  * A branch process's driver: it serves gRPC, feeds each call to the pure core as an input, and carries
- * out the core's outbox (replies and propagations). No protocol decision is made here.
+ * out the core's outbox (replies, entries and forwards). No protocol decision is made here.
  *
  * @module
  */
@@ -35,8 +35,11 @@ export interface BranchNodeOptions {
   readonly balance: number;
   /** host:port to listen on; port 0 picks a free one. */
   readonly listen: string;
-  /** Deadline of each message to another branch (an entry, or a forward to the primary). */
-  readonly linkDeadlineMs: number;
+  /**
+   * Deadline of each forward to the primary. Each entry the primary sends to a backup gets half of it, so
+   * that a stalled backup is reported by name before the forward that waits for it runs out of time.
+   */
+  readonly forwardDeadlineMs: number;
 }
 
 /** The outputs that answer an inbound call with a value. */
@@ -259,7 +262,7 @@ export class BranchNode {
   #replicate(backup: number, entry: Entry): void {
     const { view, position, update } = entry;
     const message = { entry: { view, position, interface: update.kind, amount: update.amount } };
-    this.#link(backup).send(message, this.#options.linkDeadlineMs).then(
+    this.#link(backup).send(message, Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2))).then(
       () => this.#feed({ type: "replicated", position, backup, refusal: undefined }),
       (error: RpcError) => this.#feed({ type: "replicated", position, backup, refusal: refusal(error) }),
     );
@@ -268,7 +271,7 @@ export class BranchNode {
   #forward(requestId: number, update: Update): void {
     const primary = (this.#state as BranchState).primary;
     const message = { forward: { interface: update.kind, amount: update.amount } };
-    this.#link(primary).send(message, this.#options.linkDeadlineMs).then(
+    this.#link(primary).send(message, this.#options.forwardDeadlineMs).then(
       (decision) => this.#feed({ type: "decided", requestId, decision, refusal: undefined }),
       (error: RpcError) =>
         this.#feed({ type: "decided", requestId, decision: undefined, refusal: refusal(error) }),

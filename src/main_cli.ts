@@ -22,7 +22,8 @@ received to the output file.
   --output PATH        where to write the output (default output.txt); written only after a successful run
   --format F           ${FORMATS.join(", ")} (default json)
   --port-base N        branch ID listens on 127.0.0.1:N+ID (default: free ports)
-  --deadline-ms MS     deadline of each request (default 10000); each propagation gets half of it
+  --deadline-ms MS     deadline of each request (default 10000); an update forwarded to the primary
+                       gets half of it, and an entry sent to a backup a quarter
   --start-timeout-ms MS  how long branches may take to start serving (default 30000)
   --verbose            print progress (processes started, their pids and addresses) on stderr
 
