@@ -6,7 +6,9 @@
  */
 
 import { AtomicFile } from "./atomic_file.ts";
-import type { CustomerAddresses, CustomerInput, CustomerReady } from "./customer_cli.ts";
+import { primaryOf } from "./branch_core.ts";
+import type { BranchPlan } from "./branch_node.ts";
+import type { CustomerAddress, CustomerInput, CustomerReady } from "./customer_cli.ts";
 import { InputError, readScenario, type Scenario, scenarioToJson } from "./input.ts";
 import { childCommand, type LaunchContext } from "./launch.ts";
 import { type EntryResult, type Format, renderOutput } from "./output.ts";
@@ -55,27 +57,32 @@ async function runProcesses(scenario: Scenario, options: BankRunOptions): Promis
   const { supervisor } = options;
   try {
     const { customer, branches } = startChildren(scenario, options);
-    const addresses = await supervisor.within(
-      Promise.all(branches.map(listeningAddress)),
+    const ids = scenario.branches.map(({ id }) => id);
+    const primary = primaryOf(ids);
+    const listening = branches.map(listeningAddress);
+    const primaryListening = listening[ids.indexOf(primary)] as Promise<string>;
+    // Each branch is told its plan, and the customer process its address, as soon as it listens (and a
+    // backup, once the primary does too), rather than once the slowest branch listens: the links and the
+    // customer's connections come up while the last branches are still starting.
+    await supervisor.within(
+      Promise.all(branches.map(async (child, index) => {
+        const id = ids[index] as number;
+        const address = await (listening[index] as Promise<string>);
+        options.log(`${child.name} (pid ${child.pid}) listening on ${address}`);
+        await customer.send(JSON.stringify({ branch: id, address } satisfies CustomerAddress));
+        const plan: BranchPlan = {
+          peers: ids.filter((peer) => peer !== id),
+          primaryAddress: id === primary ? undefined : await primaryListening,
+        };
+        await child.send(JSON.stringify(plan));
+      })),
       options.startTimeoutMs,
       "every branch listening",
     );
-    branches.forEach((child, index) =>
-      options.log(`${child.name} (pid ${child.pid}) listening on ${addresses[index]}`)
-    );
-    const addressOf = new Map(scenario.branches.map(({ id }, index) => [id, addresses[index] as string]));
-    await Promise.all(branches.map((child, index) => {
-      const peers = [...addressOf].filter(([id]) => id !== scenario.branches[index]?.id);
-      return child.send(JSON.stringify({ peers: Object.fromEntries(peers) }));
-    }));
-    // The customer process connects to every branch while they connect to each other, and is the
-    // readiness check: it watches each branch's health until SERVING (main never loads grpc-js).
-    await customer.send(
-      JSON.stringify({ branches: Object.fromEntries(addressOf) } satisfies CustomerAddresses),
-    );
+    // The customer process is the readiness check (main never loads grpc-js): it watches each branch's
+    // health until SERVING, says so, and then runs the customers.
     await supervisor.within(everyBranchServing(customer), options.startTimeoutMs, "every branch serving");
     options.log(`all ${branches.length} branches serving; customer process is pid ${customer.pid}`);
-    await customer.send(JSON.stringify({ input: scenarioToJson(scenario) } satisfies CustomerInput));
     const results = await supervisor.race(collectResults(customer, scenario.customers.length));
     options.log(`all ${results.length} customer entries done`);
     return results;
@@ -86,8 +93,9 @@ async function runProcesses(scenario: Scenario, options: BankRunOptions): Promis
 }
 
 /**
- * Spawns the customer process and one process per branch. The customer process comes first, so that its
- * start-up overlaps the branches'; it then waits on stdin for the addresses and the input.
+ * Spawns one process per branch, the primary first, and then the customer process, which gets the input
+ * at once and then waits on stdin for the branches' addresses. Branches come first because their start-up
+ * is the longest path of the run; the customer process has time to spare until the first one listens.
  */
 function startChildren(scenario: Scenario, options: BankRunOptions): { customer: Child; branches: Child[] } {
   const { supervisor, context } = options;
@@ -98,6 +106,21 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
   // request itself runs out of time.
   const forwardDeadline = ["--deadline-ms", String(Math.max(1, Math.floor(options.deadlineMs / 2)))];
   const ports = scenario.branches.map(({ id }) => options.portBase === undefined ? 0 : options.portBase + id);
+  const primary = primaryOf(scenario.branches.map(({ id }) => id));
+  const spawnOrder = scenario.branches.map((_, index) => index).sort((a, b) =>
+    Number(scenario.branches[b]?.id === primary) - Number(scenario.branches[a]?.id === primary)
+  );
+  const branches: Child[] = [];
+  for (const index of spawnOrder) {
+    const { id, balance } = scenario.branches[index] as Scenario["branches"][number];
+    const args = ["--control-stdin", "--id", String(id), "--balance", String(balance)];
+    const listen = ["--listen", `127.0.0.1:${ports[index]}`];
+    const command = childCommand("branch", [...args, ...listen, ...forwardDeadline, ...startTimeout], {
+      context,
+      net: ["127.0.0.1"],
+    });
+    branches[index] = supervisor.spawn(`branch ${id}`, command, { job: false });
+  }
   // Free ports are not known in advance, so then the customer may reach any loopback port.
   const customerNet = options.portBase === undefined
     ? ["127.0.0.1"]
@@ -107,15 +130,8 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
     childCommand("customer", ["--plan-stdin", ...deadline, ...startTimeout], { context, net: customerNet }),
     { job: true },
   );
-  const branches = scenario.branches.map(({ id, balance }, index) => {
-    const args = ["--control-stdin", "--id", String(id), "--balance", String(balance)];
-    const listen = ["--listen", `127.0.0.1:${ports[index]}`];
-    const command = childCommand("branch", [...args, ...listen, ...forwardDeadline, ...startTimeout], {
-      context,
-      net: ["127.0.0.1"],
-    });
-    return supervisor.spawn(`branch ${id}`, command, { job: false });
-  });
+  // Not awaited here: a failed write is a dead customer process, which the supervisor reports.
+  customer.send(JSON.stringify({ input: scenarioToJson(scenario) } satisfies CustomerInput)).catch(() => {});
   return { customer, branches };
 }
 
@@ -136,14 +152,15 @@ async function listeningAddress(child: Child): Promise<string> {
   return address;
 }
 
+/** The customer process's results, one line per entry; the run needs no more from it after the last. */
 async function collectResults(customer: Child, expected: number): Promise<EntryResult[]> {
   const results: EntryResult[] = [];
-  for (let line = await customer.nextLine(); line !== undefined; line = await customer.nextLine()) {
+  while (results.length < expected) {
+    const line = await customer.nextLine();
+    if (line === undefined) {
+      throw await customer.failure(` after ${results.length} of ${expected} customer entries`);
+    }
     results.push(JSON.parse(line) as EntryResult);
-  }
-  const status = await customer.exited;
-  if (!status.success || results.length !== expected) {
-    throw await customer.failure(` after ${results.length} of ${expected} customer entries`);
   }
   return results;
 }

@@ -2,14 +2,16 @@
  * `branch`: runs one branch process.
  *
  * Started by hand, it takes its peers from `--peer` flags and serves until SIGINT or SIGTERM. Started by
- * `main` (with `--control-stdin`), it prints the address it listens on, reads its peers as one JSON line
- * on standard input, and stops when standard input closes: so a branch never outlives the `main` that
+ * `main` (with `--control-stdin`), it prints the address it listens on, reads its plan as one JSON line
+ * on standard input (the other branches' ids, and where the primary listens), and stops when standard
+ * input closes: so a branch never outlives the `main` that
  * started it, even one that was killed.
  *
  * @module
  */
 
-import { BranchNode } from "./branch_node.ts";
+import { primaryOf } from "./branch_core.ts";
+import { BranchNode, type BranchPlan } from "./branch_node.ts";
 import { addressFlags, durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
 import { readLines } from "./lines.ts";
 
@@ -73,7 +75,8 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   }
   try {
     // Started by hand, the peers may come up after this branch: configure() waits for them.
-    await node.configure(peers, startTimeoutMs);
+    const primary = primaryOf([id, ...peers.keys()]);
+    await node.configure({ peers: [...peers.keys()], primaryAddress: peers.get(primary) }, startTimeoutMs);
     await signalled();
   } finally {
     await node.stop(SHUTDOWN_GRACE_MS);
@@ -81,14 +84,10 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   return 0;
 }
 
-/** Configures the branch from the first line of stdin, then waits for stdin to close. */
+/** Configures the branch from the first line of stdin (a {@linkcode BranchPlan}), then waits for stdin to close. */
 async function serveUnderControl(node: BranchNode, timeoutMs: number): Promise<void> {
   for await (const line of readLines(Deno.stdin.readable)) {
-    const message = JSON.parse(line) as { peers: Record<string, string> };
-    await node.configure(
-      new Map(Object.entries(message.peers).map(([id, address]) => [Number(id), address])),
-      timeoutMs,
-    );
+    await node.configure(JSON.parse(line) as BranchPlan, timeoutMs);
   }
 }
 

@@ -137,6 +137,12 @@ export interface Step {
   readonly outbox: readonly BranchOutput[];
 }
 
+/** The primary of a bank with these branch ids: the lowest. */
+export function primaryOf(ids: readonly number[]): number {
+  assert(ids.length > 0, "a bank has at least one branch");
+  return Math.min(...ids);
+}
+
 /** Branch `id` with `balance` units and the given peers (every other branch), before any update. */
 export function initialState(id: number, balance: number, peers: readonly number[]): BranchState {
   assert(
@@ -145,7 +151,7 @@ export function initialState(id: number, balance: number, peers: readonly number
   );
   assert(!peers.includes(id), `branch ${id} lists itself as a peer`);
   assert(new Set(peers).size === peers.length, `branch ${id} lists a peer twice`);
-  const primary = Math.min(id, ...peers);
+  const primary = primaryOf([id, ...peers]);
   return {
     id,
     primary,

@@ -42,6 +42,14 @@ export interface BranchNodeOptions {
   readonly forwardDeadlineMs: number;
 }
 
+/** What a branch is told about the others when it is configured. */
+export interface BranchPlan {
+  /** Every other branch's id. */
+  readonly peers: readonly number[];
+  /** Where the primary listens: needed by a backup, ignored by the primary. */
+  readonly primaryAddress: string | undefined;
+}
+
 /** The outputs that answer an inbound call with a value. */
 type Answering = Extract<BranchOutput, { type: "reply" | "ack" }>;
 
@@ -100,16 +108,16 @@ export class BranchNode {
   }
 
   /**
-   * Gives the branch its peers (every other branch: id to host:port). The primary (the lowest id) waits
+   * Tells the branch about the others. The primary (the lowest id) waits
    * for every backup to open its link; a backup opens its link to the primary and waits for the primary
    * to accept it, which it does only once every backup is linked. Then the branch serves customers. Once
    * only. Rejects with RpcError naming a branch whose link is not up within `timeoutMs`.
    */
-  async configure(peers: ReadonlyMap<number, string>, timeoutMs: number): Promise<void> {
+  async configure(plan: BranchPlan, timeoutMs: number): Promise<void> {
     const self = this.#options.id;
     assert(this.#layout === undefined, `branch ${self} configured twice`);
     assert(this.#server !== undefined, "branch server not started");
-    const state = initialState(self, this.#options.balance, [...peers.keys()]);
+    const state = initialState(self, this.#options.balance, plan.peers);
     this.#layout = state;
     for (const [peer, link] of this.#links) {
       // Opened before this branch knew its peers, by a branch that turns out not to be a backup of it.
@@ -130,8 +138,8 @@ export class BranchNode {
       this.#state = state;
       for (const link of this.#links.values()) link.accept();
     } else {
-      const address = peers.get(state.primary) as string;
-      this.#client = new BranchClient(address);
+      assert(plan.primaryAddress !== undefined, `backup ${self} was not told where the primary listens`);
+      this.#client = new BranchClient(plan.primaryAddress);
       const link = this.#client.link(self);
       link.serve(this.#linkHandler(state.primary));
       this.#links.set(state.primary, link);

@@ -2,10 +2,11 @@
  * `customer`: runs customer entries in a process of their own.
  *
  * Started by hand, it reads an input file and prints the output to stdout. Started by `main` (with
- * `--plan-stdin`), it reads two JSON lines on standard input: the branches' addresses, on which it
- * connects to every branch and watches each one's health until it serves, reporting that to main on
- * stdout; and then the input. It prints each entry's result as a JSON line as soon as it completes.
- * `main` starts it while the branches are still starting, so that its start-up overlaps theirs.
+ * `--plan-stdin`), it reads JSON lines on standard input: first the input, then each branch's address as
+ * that branch starts listening. It connects to each branch as soon as it knows its address and watches
+ * its health; once every branch reports SERVING it says so on stdout, runs the customers, and prints
+ * each entry's result as a JSON line as soon as it completes. `main` starts it while the branches are
+ * still starting, so that its start-up overlaps theirs.
  *
  * @module
  */
@@ -15,7 +16,7 @@ import { connectAll, runCustomers, waitUntilServing } from "./customer_run.ts";
 import { readScenario, type Scenario, validateScenario } from "./input.ts";
 import { type Format, FORMATS, renderOutput } from "./output.ts";
 import { readLines } from "./lines.ts";
-import type { BranchClient } from "./transport.ts";
+import { BranchClient } from "./transport.ts";
 
 /** What `customer --help` prints. */
 export const CUSTOMER_USAGE = `Usage: customer INPUT (--branch ID=HOST:PORT ... | --port-base N) [--format F]
@@ -27,23 +28,24 @@ Runs the customer entries of INPUT, one after another, against running branches,
   --format F             ${FORMATS.join(", ")} (default json)
   --deadline-ms MS       deadline of each request (default 10000)
   --start-timeout-ms MS  how long to wait for every branch to serve (default 30000)
-  --plan-stdin           (used by main) read the addresses, then the input, as JSON lines from stdin`;
+  --plan-stdin           (used by main) read the input, then the addresses, as JSON lines from stdin`;
 
-/** The first line `main` sends a customer process on its standard input: where the branches listen. */
-export interface CustomerAddresses {
-  /** Branch id to host:port. */
-  readonly branches: Record<string, string>;
+/** The first line `main` sends a customer process on its standard input: the input, as validated by main. */
+export interface CustomerInput {
+  readonly input: unknown;
+}
+
+/** One of the next lines, one per branch, sent as soon as that branch listens. */
+export interface CustomerAddress {
+  readonly branch: number;
+  /** host:port */
+  readonly address: string;
 }
 
 /** What the customer process prints once every branch's health service reports SERVING. */
 export interface CustomerReady {
   /** How many branches serve. */
   readonly serving: number;
-}
-
-/** The second line, sent once every branch serves: the input file's JSON, as validated by main. */
-export interface CustomerInput {
-  readonly input: unknown;
 }
 
 /** Runs customers with the given arguments; returns the exit code. */
@@ -65,17 +67,25 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
   const startTimeoutMs = durationFlag("start-timeout-ms", values["start-timeout-ms"], 30_000);
   if (values["plan-stdin"]) {
     const lines = readLines(Deno.stdin.readable);
-    const { branches } = JSON.parse(await nextLine(lines)) as CustomerAddresses;
-    const addresses = new Map(Object.entries(branches).map(([id, address]) => [Number(id), address]));
-    using clients = disposable(connectAll(addresses));
-    // This process is main's readiness check: main itself never loads grpc-js.
-    await waitUntilServing(clients.map, startTimeoutMs);
-    console.log(JSON.stringify({ serving: clients.map.size } satisfies CustomerReady));
     const { input } = JSON.parse(await nextLine(lines)) as CustomerInput;
+    const scenario = validateScenario(input, "plan");
+    using clients = disposable(new Map());
+    // This process is main's readiness check (main itself never loads grpc-js). Each branch is watched
+    // from the moment its address arrives, while the others may still be starting.
+    const watches: Promise<void>[] = [];
+    while (clients.map.size < scenario.branches.length) {
+      const { branch, address } = JSON.parse(await nextLine(lines)) as CustomerAddress;
+      const client = new BranchClient(address);
+      clients.map.set(branch, client);
+      const watch = waitUntilServing(new Map([[branch, client]]), startTimeoutMs);
+      watch.catch(() => {}); // Seen below, once every address is in.
+      watches.push(watch);
+    }
+    await Promise.all(watches);
+    console.log(JSON.stringify({ serving: clients.map.size } satisfies CustomerReady));
     // main closes stdin only to stop this process early (or by dying): stop at once, not at the next
     // request to a branch that main has stopped too.
     lines.next().finally(() => Deno.exit(1));
-    const scenario = validateScenario(input, "plan");
     await runCustomers(scenario.customers, clients.map, {
       deadlineMs,
       onResult: (result) => console.log(JSON.stringify(result)),
@@ -113,7 +123,7 @@ function branchAddresses(scenario: Scenario, flags: string[] | undefined, portBa
 
 async function nextLine(lines: AsyncGenerator<string>): Promise<string> {
   const next = await lines.next();
-  if (next.done) throw new Error("standard input closed before main sent the addresses and the input");
+  if (next.done) throw new Error("standard input closed before main sent the input and every address");
   return next.value;
 }
 
