@@ -58,6 +58,9 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   if (peers.has(id)) throw new UsageError(`--peer: branch ${id} cannot be its own peer`);
   const deadlineMs = durationFlag("deadline-ms", values["deadline-ms"], 5_000);
   const startTimeoutMs = durationFlag("start-timeout-ms", values["start-timeout-ms"], 60_000);
+  // Started by hand, SIGINT or SIGTERM stops the branch gracefully from here on, even while it waits for
+  // its links; under main, stdin closing stops it instead (and it ignores SIGINT).
+  const stopRequested = values["control-stdin"] ? undefined : signalled();
   const node = await BranchNode.start({
     id,
     balance: integerFlag("balance", values.balance, 0),
@@ -76,8 +79,11 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   try {
     // Started by hand, the peers may come up after this branch: configure() waits for them.
     const primary = primaryOf([id, ...peers.keys()]);
-    await node.configure({ peers: [...peers.keys()], primaryAddress: peers.get(primary) }, startTimeoutMs);
-    await signalled();
+    const plan = { peers: [...peers.keys()], primaryAddress: peers.get(primary) };
+    const configured = node.configure(plan, startTimeoutMs);
+    configured.catch(() => {}); // Seen by the race below, unless a signal comes first.
+    await Promise.race([configured, stopRequested]);
+    await stopRequested;
   } finally {
     await node.stop(SHUTDOWN_GRACE_MS);
   }

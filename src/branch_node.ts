@@ -163,10 +163,10 @@ export class BranchNode {
 
   /** A peer opened a link to this branch: keep it, unless it cannot be a backup's or is one too many. */
   #linked(peer: number, link: Link): RpcError | undefined {
-    if (this.#links.has(peer)) return new RpcError("INVALID_ARGUMENT", `branch ${peer} is already linked`);
     // Before configure() it is not known yet whether this branch is the primary: configure() decides.
     const refusal = this.#layout === undefined ? undefined : this.#refusal(peer, this.#layout);
     if (refusal !== undefined) return refusal;
+    if (this.#links.has(peer)) return new RpcError("INVALID_ARGUMENT", `branch ${peer} is already linked`);
     link.serve(this.#linkHandler(peer));
     this.#links.set(peer, link);
     this.#arrivals.get(peer)?.();
