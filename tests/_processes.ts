@@ -5,6 +5,7 @@
  */
 
 import { fileURLToPath } from "node:url";
+import { deadline } from "../src/deadline.ts";
 import { readLines } from "../src/lines.ts";
 
 /** The project's directory. */
@@ -56,6 +57,67 @@ export async function runEntry(
     stdout: decoder.decode(output.stdout),
     stderr: decoder.decode(output.stderr),
   };
+}
+
+/** A branch started by hand with branch.ts (not by main). Disposing it stops it. */
+export interface StartedBranch extends AsyncDisposable {
+  /** The address it listens on, as it printed it. */
+  readonly address: string;
+  /**
+   * Sends SIGTERM, waits for the exit (SIGKILL after `BRANCH_STOP_TIMEOUT_MS`) and returns what the branch
+   * left. Stops it once however often it is called.
+   */
+  stop(): Promise<Finished>;
+}
+
+/** How long a branch started by {@linkcode startBranch} may take to print its address. */
+export const BRANCH_START_TIMEOUT_MS = 30_000;
+/** How long a branch may take to exit after SIGTERM before it is killed. */
+export const BRANCH_STOP_TIMEOUT_MS = 10_000;
+
+/** Starts branch.ts with `args` and waits for the line naming the address it listens on. */
+export async function startBranch(args: readonly string[]): Promise<StartedBranch> {
+  const { process, lines, stderr } = spawnEntry("branch.ts", args, "null");
+  let finished: Promise<Finished> | undefined;
+  const stop = () => finished ??= stopBranch(process, lines, stderr);
+  try {
+    const first = await deadline(
+      lines.next(),
+      BRANCH_START_TIMEOUT_MS,
+      () => new Error(`branch.ts ${args.join(" ")} printed no address within ${BRANCH_START_TIMEOUT_MS} ms`),
+    );
+    const { listening } = JSON.parse(first.value ?? "{}") as { listening?: string };
+    if (listening === undefined) {
+      throw new Error(`branch.ts ${args.join(" ")} did not start: ${(await stop()).stderr}`);
+    }
+    return { address: listening, stop, [Symbol.asyncDispose]: async () => void await stop() };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+async function stopBranch(
+  process: Deno.ChildProcess,
+  lines: AsyncGenerator<string>,
+  stderr: Promise<string>,
+): Promise<Finished> {
+  const kill = (signal: Deno.Signal) => {
+    try {
+      process.kill(signal);
+    } catch {
+      // It has exited already.
+    }
+  };
+  kill("SIGTERM");
+  const status = await deadline(process.status, BRANCH_STOP_TIMEOUT_MS, () => new Error("still running"))
+    .catch(() => {
+      kill("SIGKILL"); // Shows as the exit's signal, for the test to fail on.
+      return process.status;
+    });
+  const stdout: string[] = [];
+  for await (const line of lines) stdout.push(line);
+  return { code: status.code, signal: status.signal, stdout: stdout.join("\n"), stderr: await stderr };
 }
 
 /** A running process whose stderr is read line by line (so the test can wait for a log line). */

@@ -1,0 +1,267 @@
+/**
+ * Branch.link from the outside: real branch processes, and a link opened by hand with grpc-js from
+ * proto/bank.proto alone. A branch refuses a link that is not a backup's link to its primary with
+ * INVALID_ARGUMENT naming why, and the primary refuses, on a link it accepted, a message meant for a backup.
+ */
+
+import * as grpc from "@grpc/grpc-js";
+import * as loader from "@grpc/proto-loader";
+import { BranchClient } from "../src/transport.ts";
+import { assertEquals } from "./_assert.ts";
+import { ROOT, startBranch, type StartedBranch } from "./_processes.ts";
+
+/** The deadline of every link opened here: it bounds every wait on the link. */
+const LINK_DEADLINE_MS = 10_000;
+
+/** An address nothing listens on: the primary never dials its backups, so their addresses go unused. */
+const UNUSED = "127.0.0.1:1";
+
+/** A LinkMessage as grpc-js decodes it with the options below (int64 fields as decimal strings). */
+type LinkMessage = Readonly<Record<string, unknown>>;
+
+/** Branch.link as proto/bank.proto defines it, loaded with the same explicit options as src/transport.ts. */
+const LINK = (() => {
+  const definition = loader.loadSync(`${ROOT}/proto/bank.proto`, {
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+  });
+  return (definition["Branch"] as grpc.ServiceDefinition)["link"] as grpc.MethodDefinition<
+    object,
+    LinkMessage
+  >;
+})();
+
+/** One end of a Branch.link stream opened by hand, as a backup (or an impostor) would open it. */
+class RawLink implements AsyncDisposable {
+  /** Settles with the status the call ended with. */
+  readonly status: Promise<grpc.StatusObject>;
+  readonly #client: grpc.Client;
+  readonly #call: grpc.ClientDuplexStream<object, LinkMessage>;
+  readonly #messages: AsyncIterator<LinkMessage>;
+  readonly #accepted: Promise<void>;
+  #wasAccepted = false;
+  #closed: Promise<void> | undefined;
+
+  /** Opens a link to the branch at `address`, sending `branchId` as the bank-branch-id header, if given. */
+  constructor(address: string, branchId: string | undefined) {
+    this.#client = new grpc.Client(address, grpc.credentials.createInsecure(), {
+      "grpc.enable_http_proxy": 0,
+    });
+    const metadata = new grpc.Metadata();
+    if (branchId !== undefined) metadata.set("bank-branch-id", branchId);
+    this.#call = this.#client.makeBidiStreamRequest(
+      LINK.path,
+      LINK.requestSerialize,
+      LINK.responseDeserialize,
+      metadata,
+      { deadline: Date.now() + LINK_DEADLINE_MS },
+    );
+    // An error status is read from `status`; an 'error' event with no listener would be thrown.
+    this.#call.on("error", () => {});
+    this.status = new Promise((resolve) => this.#call.on("status", resolve));
+    this.#accepted = new Promise((resolve, reject) => {
+      this.#call.on("metadata", () => {
+        this.#wasAccepted = true;
+        resolve();
+      });
+      this.status.then((status) =>
+        reject(new Error(`link ended before it was accepted: ${describe(status)}`))
+      );
+    });
+    this.#accepted.catch(() => {}); // Seen by accepted(), if the test asks.
+    this.#messages = this.#call[Symbol.asyncIterator]();
+  }
+
+  /** Resolves once the branch sends its response headers (accepts the link); rejects if the call ends first. */
+  accepted(): Promise<void> {
+    return this.#accepted;
+  }
+
+  /** Whether the branch has sent its response headers. */
+  get wasAccepted(): boolean {
+    return this.#wasAccepted;
+  }
+
+  /** Sends one message. */
+  send(message: object): void {
+    this.#call.write(message);
+  }
+
+  /** The next message the branch sends; rejects if the call ends first. */
+  async next(): Promise<LinkMessage> {
+    const next = await this.#messages.next();
+    if (next.done) throw new Error(`link ended: ${describe(await this.status)}`);
+    return next.value;
+  }
+
+  /** Cancels the call if it is still open, waits for its status and closes the client; once. */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      this.#call.cancel();
+      await this.status;
+      this.#client.close();
+    })();
+    return this.#closed;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** A status as "CODE_NAME: details", for error messages. */
+function describe(status: grpc.StatusObject): string {
+  return `${grpc.status[status.code]}: ${status.details}`;
+}
+
+/** The status `link` ended with, and whether the branch had accepted it (sent response headers) before. */
+async function refusal(
+  link: RawLink,
+): Promise<{ code: string | undefined; details: string; accepted: boolean }> {
+  const status = await link.status;
+  return { code: grpc.status[status.code], details: status.details, accepted: link.wasAccepted };
+}
+
+/** Waits until the branch at `address` serves customers, then returns its balance from a query. */
+async function servedBalance(address: string): Promise<number> {
+  const client = new BranchClient(address);
+  try {
+    await client.waitUntilServing(LINK_DEADLINE_MS);
+    const query = { id: 0, interface: "query", money: 0, amount: 0, customer_id: 0 };
+    return Number((await client.deliver(query, LINK_DEADLINE_MS)).balance);
+  } finally {
+    client.close();
+  }
+}
+
+/** Stops `branch` and asserts that it stopped gracefully: exit 0, nothing on stderr. */
+async function assertStopsGracefully(branch: StartedBranch): Promise<void> {
+  const { code, signal, stderr } = await branch.stop();
+  assertEquals({ code, signal, stderr }, { code: 0, signal: null, stderr: "" });
+}
+
+Deno.test("a backup refuses a link: only the primary takes links", async () => {
+  await using primary = await startBranch(["--id", "1", "--balance", "100", "--peer", `2=${UNUSED}`]);
+  await using backup = await startBranch([
+    "--id",
+    "2",
+    "--balance",
+    "100",
+    "--peer",
+    `1=${primary.address}`,
+  ]);
+  // "1" too: the backup's own link to the primary is kept under the primary's id, and the refusal must
+  // still say why, not that branch 1 is already linked.
+  for (const opener of ["3", "2", "1"]) {
+    await using link = new RawLink(backup.address, opener);
+    assertEquals(await refusal(link), {
+      code: "INVALID_ARGUMENT",
+      details: "branch 2 is not the primary (branch 1 is)",
+      accepted: false,
+    }, `link from branch ${opener}`);
+  }
+  // The refusals did not disturb the bank: the backup's own link to the primary came up.
+  assertEquals(await servedBalance(backup.address), 100);
+  assertEquals(await servedBalance(primary.address), 100);
+  await assertStopsGracefully(backup);
+  await assertStopsGracefully(primary);
+});
+
+Deno.test("the primary refuses a link from a branch that is not its peer, and still takes its backup's", async () => {
+  await using primary = await startBranch(["--id", "1", "--balance", "100", "--peer", `2=${UNUSED}`]);
+  for (const opener of ["3", "0", "1"]) {
+    await using link = new RawLink(primary.address, opener);
+    assertEquals(await refusal(link), {
+      code: "INVALID_ARGUMENT",
+      details: `branch ${opener} is not a peer of branch 1`,
+      accepted: false,
+    }, `link from branch ${opener}`);
+  }
+  await using backup = new RawLink(primary.address, "2");
+  await backup.accepted();
+  assertEquals(await servedBalance(primary.address), 100);
+  await backup.close();
+  await assertStopsGracefully(primary);
+});
+
+Deno.test("the primary refuses a second link from a backup whose first link is open, and keeps the first", async () => {
+  await using primary = await startBranch(["--id", "1", "--balance", "100", "--peer", `2=${UNUSED}`]);
+  await using first = new RawLink(primary.address, "2");
+  await first.accepted();
+  await using second = new RawLink(primary.address, "2");
+  assertEquals(await refusal(second), {
+    code: "INVALID_ARGUMENT",
+    details: "branch 2 is already linked",
+    accepted: false,
+  });
+  // The first link is still served. A withdrawal beyond the balance fails, so no entry comes first.
+  first.send({ seq: 1, forward: { interface: "withdraw", amount: 101 } });
+  assertEquals(await first.next(), {
+    seq: "1",
+    kind: "answer",
+    answer: { success: false, balance: "100", code: 0, message: "" },
+  });
+  assertEquals(await servedBalance(primary.address), 100);
+  await first.close();
+  await assertStopsGracefully(primary);
+});
+
+Deno.test("the primary refuses a link without a bank-branch-id header, or with one that is not an id", async () => {
+  await using primary = await startBranch(["--id", "1", "--balance", "100", "--peer", `2=${UNUSED}`]);
+  for (const header of [undefined, "", "two", "-2", "2.0", " 2", "2x", "0x2", "1234567890123456"]) {
+    await using link = new RawLink(primary.address, header);
+    assertEquals(await refusal(link), {
+      code: "INVALID_ARGUMENT",
+      details: "a link must name its opener in a bank-branch-id header",
+      accepted: false,
+    }, `header ${JSON.stringify(header)}`);
+  }
+  await using backup = new RawLink(primary.address, "2");
+  await backup.accepted();
+  assertEquals(await servedBalance(primary.address), 100);
+  await backup.close();
+  await assertStopsGracefully(primary);
+});
+
+Deno.test("on an accepted link the primary refuses an entry and decides a forward, sending its entry first", async () => {
+  await using primary = await startBranch(["--id", "1", "--balance", "100", "--peer", `2=${UNUSED}`]);
+  await using link = new RawLink(primary.address, "2");
+  await link.accepted();
+  link.send({ seq: 1, entry: { view: 0, position: 1, interface: "deposit", amount: 10 } });
+  assertEquals(await link.next(), {
+    seq: "1",
+    kind: "answer",
+    answer: {
+      success: false,
+      balance: "0",
+      code: grpc.status.INVALID_ARGUMENT,
+      message: "branch 1 is the primary",
+    },
+  });
+  link.send({ seq: 2, forward: { interface: "deposit", amount: 50 } });
+  // The primary answers a forward only once every backup (here, this end of the link) has applied it.
+  assertEquals(await link.next(), {
+    seq: "1",
+    kind: "entry",
+    entry: { view: "0", position: "1", interface: "deposit", amount: "50" },
+  });
+  link.send({ seq: 1, answer: { success: true, balance: 150, code: 0, message: "" } });
+  assertEquals(await link.next(), {
+    seq: "2",
+    kind: "answer",
+    answer: { success: true, balance: "150", code: 0, message: "" },
+  });
+  // The refused entry changed nothing; the forwarded deposit was applied once.
+  assertEquals(await servedBalance(primary.address), 150);
+  await link.close();
+  await assertStopsGracefully(primary);
+});
+
+Deno.test("a branch started by hand stops gracefully on SIGTERM while it still waits for its links", async () => {
+  // Branch 2 never links, so the primary is still inside configure() when the signal comes.
+  await using primary = await startBranch(["--id", "1", "--balance", "100", "--peer", `2=${UNUSED}`]);
+  await assertStopsGracefully(primary);
+});
