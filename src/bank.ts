@@ -60,20 +60,24 @@ async function runProcesses(scenario: Scenario, options: BankRunOptions): Promis
     const ids = scenario.branches.map(({ id }) => id);
     const primary = primaryOf(ids);
     const listening = branches.map(listeningAddress);
-    const primaryListening = listening[ids.indexOf(primary)] as Promise<string>;
-    // Each branch is told its plan, and the customer process its address, as soon as it listens (and a
-    // backup, once the primary does too), rather than once the slowest branch listens: the links and the
-    // customer's connections come up while the last branches are still starting.
+    // Each backup is told its plan, and the customer process its address, as soon as it listens, rather
+    // than once the slowest branch listens: the customer's connections come up while the last branches
+    // are still starting. The primary, which opens a link to every backup, needs every address.
     await supervisor.within(
       Promise.all(branches.map(async (child, index) => {
         const id = ids[index] as number;
         const address = await (listening[index] as Promise<string>);
         options.log(`${child.name} (pid ${child.pid}) listening on ${address}`);
         await customer.send(JSON.stringify({ branch: id, address } satisfies CustomerAddress));
-        const plan: BranchPlan = {
-          peers: ids.filter((peer) => peer !== id),
-          primaryAddress: id === primary ? undefined : await primaryListening,
-        };
+        const peers = ids.filter((peer) => peer !== id);
+        const plan: BranchPlan = id === primary
+          ? {
+            peers,
+            backupAddresses: Object.fromEntries(
+              await Promise.all(peers.map(async (peer) => [peer, await listening[ids.indexOf(peer)]])),
+            ),
+          }
+          : { peers };
         await child.send(JSON.stringify(plan));
       })),
       options.startTimeoutMs,

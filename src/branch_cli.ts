@@ -3,14 +3,13 @@
  *
  * Started by hand, it takes its peers from `--peer` flags and serves until SIGINT or SIGTERM. Started by
  * `main` (with `--control-stdin`), it prints the address it listens on, reads its plan as one JSON line
- * on standard input (the other branches' ids, and where the primary listens), and stops when standard
+ * on standard input (the other branches' ids, and to the primary where they listen), and stops when standard
  * input closes: so a branch never outlives the `main` that
  * started it, even one that was killed.
  *
  * @module
  */
 
-import { primaryOf } from "./branch_core.ts";
 import { BranchNode, type BranchPlan } from "./branch_node.ts";
 import { addressFlags, durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
 import { readLines } from "./lines.ts";
@@ -32,7 +31,7 @@ Runs one branch: a gRPC server holding a replica of the account's balance.
   --control-stdin      (used by main) read peers from stdin, stop when stdin closes
 
 Prints one JSON line, such as {"branch":2,"listening":"127.0.0.1:50002"}, on stdout once listening,
-and serves customers (health: SERVING) once the primary has a link from every backup.`;
+and serves customers (health: SERVING) once its links are up: the primary opens one to every backup.`;
 
 const SHUTDOWN_GRACE_MS = 2_000;
 
@@ -78,8 +77,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   }
   try {
     // Started by hand, the peers may come up after this branch: configure() waits for them.
-    const primary = primaryOf([id, ...peers.keys()]);
-    const plan = { peers: [...peers.keys()], primaryAddress: peers.get(primary) };
+    const plan = { peers: [...peers.keys()], backupAddresses: Object.fromEntries(peers) };
     const configured = node.configure(plan, startTimeoutMs);
     configured.catch(() => {}); // Seen by the race below, unless a signal comes first.
     await Promise.race([configured, stopRequested]);

@@ -46,8 +46,8 @@ export interface BranchNodeOptions {
 export interface BranchPlan {
   /** Every other branch's id. */
   readonly peers: readonly number[];
-  /** Where the primary listens: needed by a backup, ignored by the primary. */
-  readonly primaryAddress: string | undefined;
+  /** Where each backup listens (id to host:port): needed by the primary, which links to each. */
+  readonly backupAddresses?: Readonly<Record<string, string>>;
 }
 
 /** The outputs that answer an inbound call with a value. */
@@ -64,11 +64,11 @@ export class BranchNode {
   readonly #options: BranchNodeOptions;
   #server: BranchServer | undefined;
   #state: BranchState | undefined;
-  /** At a backup: the client of the primary. */
-  #client: BranchClient | undefined;
-  /** At the primary, a link per backup; at a backup, its link to the primary. */
+  /** At the primary: a client of each backup. */
+  readonly #clients: BranchClient[] = [];
+  /** At the primary, a link per backup; at a backup, its link from the primary. */
   readonly #links = new Map<number, Link>();
-  /** At the primary: waiting for a backup to open its link. */
+  /** At a backup: waiting for the primary to open its link. */
   readonly #arrivals = new Map<number, () => void>();
   /** This branch's place in the bank (primary or backup, and of which branches), once configured. */
   #layout: BranchState | undefined;
@@ -108,10 +108,9 @@ export class BranchNode {
   }
 
   /**
-   * Tells the branch about the others. The primary (the lowest id) waits
-   * for every backup to open its link; a backup opens its link to the primary and waits for the primary
-   * to accept it, which it does only once every backup is linked. Then the branch serves customers. Once
-   * only. Rejects with RpcError naming a branch whose link is not up within `timeoutMs`.
+   * Tells the branch about the others. The primary (the lowest id) opens a link to every backup and waits
+   * for each to accept it; a backup waits for the primary's link and accepts it. Then the branch serves
+   * customers. Once only. Rejects with RpcError naming a branch whose link is not up within `timeoutMs`.
    */
   async configure(plan: BranchPlan, timeoutMs: number): Promise<void> {
     const self = this.#options.id;
@@ -120,32 +119,31 @@ export class BranchNode {
     const state = initialState(self, this.#options.balance, plan.peers);
     this.#layout = state;
     for (const [peer, link] of this.#links) {
-      // Opened before this branch knew its peers, by a branch that turns out not to be a backup of it.
+      // Opened before this branch knew its place, by a branch that turns out not to be its primary.
       const refusal = this.#refusal(peer, state);
       if (refusal !== undefined) {
         link.refuse(refusal);
         this.#links.delete(peer);
       }
     }
+    // The state is set first: entries and forwards may come as soon as a link is accepted.
+    this.#state = state;
     if (isPrimary(state)) {
-      await Promise.all(
-        state.backups.map((backup) =>
-          this.#arrival(backup, timeoutMs).catch((error: RpcError) => {
-            throw new RpcError(error.code, `branch ${backup}: ${error.message}`);
-          })
-        ),
-      );
-      this.#state = state;
-      for (const link of this.#links.values()) link.accept();
+      await Promise.all(state.backups.map((backup) => {
+        const address = plan.backupAddresses?.[backup];
+        assert(address !== undefined, `primary ${self} was not told where backup ${backup} listens`);
+        const client = new BranchClient(address);
+        this.#clients.push(client);
+        const link = client.link(self);
+        link.serve(this.#linkHandler(backup));
+        this.#links.set(backup, link);
+        return link.accepted(timeoutMs).catch((error: RpcError) => {
+          throw new RpcError(error.code, `backup ${backup}: ${error.message}`);
+        });
+      }));
     } else {
-      assert(plan.primaryAddress !== undefined, `backup ${self} was not told where the primary listens`);
-      this.#client = new BranchClient(plan.primaryAddress);
-      const link = this.#client.link(self);
-      link.serve(this.#linkHandler(state.primary));
-      this.#links.set(state.primary, link);
-      // The state is set first: the primary may send an entry right after it accepts.
-      this.#state = state;
-      await link.accepted(timeoutMs).catch((error: RpcError) => {
+      this.#links.get(state.primary)?.accept();
+      await this.#arrival(state.primary, timeoutMs).catch((error: RpcError) => {
         throw new RpcError(error.code, `primary (branch ${state.primary}): ${error.message}`);
       });
     }
@@ -153,49 +151,51 @@ export class BranchNode {
     this.#server.setServing(true);
   }
 
-  /** Stops: ends every link, stops serving (calls in progress get up to `graceMs`), closes the client. */
+  /** Stops: ends every link, stops serving (calls in progress get up to `graceMs`), closes the clients. */
   async stop(graceMs: number): Promise<void> {
     for (const link of this.#links.values()) link.end();
     await this.#server?.shutdown(graceMs);
-    this.#client?.close();
+    for (const client of this.#clients) client.close();
     this.#links.clear();
   }
 
-  /** A peer opened a link to this branch: keep it, unless it cannot be a backup's or is one too many. */
+  /** A branch opened a link to this one: keep it, unless it is not this backup's primary or is a second. */
   #linked(peer: number, link: Link): RpcError | undefined {
-    // Before configure() it is not known yet whether this branch is the primary: configure() decides.
+    // Before configure() it is not known yet which branch is the primary: configure() decides.
     const refusal = this.#layout === undefined ? undefined : this.#refusal(peer, this.#layout);
     if (refusal !== undefined) return refusal;
     if (this.#links.has(peer)) return new RpcError("INVALID_ARGUMENT", `branch ${peer} is already linked`);
     link.serve(this.#linkHandler(peer));
     this.#links.set(peer, link);
+    // Accepted only once configured: the primary takes the response headers to mean "ready for entries".
+    if (this.#layout !== undefined) link.accept();
     this.#arrivals.get(peer)?.();
     return undefined;
   }
 
   /** Why branch `peer` may not link to a branch in `state`, if it may not. */
   #refusal(peer: number, state: BranchState): RpcError | undefined {
-    if (!isPrimary(state)) {
+    if (isPrimary(state)) {
+      return new RpcError("INVALID_ARGUMENT", `branch ${state.id} is the primary: it opens the links`);
+    }
+    if (peer !== state.primary) {
       return new RpcError(
         "INVALID_ARGUMENT",
-        `branch ${state.id} is not the primary (branch ${state.primary} is)`,
+        `branch ${peer} is not the primary of branch ${state.id} (branch ${state.primary} is)`,
       );
-    }
-    if (!state.backups.includes(peer)) {
-      return new RpcError("INVALID_ARGUMENT", `branch ${peer} is not a peer of branch ${state.id}`);
     }
     return undefined;
   }
 
-  /** Resolves once `backup` has opened its link to this branch; rejects after `timeoutMs`. */
-  #arrival(backup: number, timeoutMs: number): Promise<void> {
-    if (this.#links.has(backup)) return Promise.resolve();
-    const arrived = new Promise<void>((resolve) => this.#arrivals.set(backup, resolve));
+  /** Resolves once the primary has opened its link to this branch; rejects after `timeoutMs`. */
+  #arrival(primary: number, timeoutMs: number): Promise<void> {
+    if (this.#links.has(primary)) return Promise.resolve();
+    const arrived = new Promise<void>((resolve) => this.#arrivals.set(primary, resolve));
     return deadline(
       arrived,
       timeoutMs,
       () => new RpcError("DEADLINE_EXCEEDED", `did not open its link within ${timeoutMs} ms`),
-    ).finally(() => this.#arrivals.delete(backup));
+    ).finally(() => this.#arrivals.delete(primary));
   }
 
   /** Feeds the requests arriving on the link with `peer` to the core: forwards and entries. */

@@ -1,7 +1,8 @@
 /**
  * Branch.link from the outside: real branch processes, and a link opened by hand with grpc-js from
- * proto/bank.proto alone. A branch refuses a link that is not a backup's link to its primary with
- * INVALID_ARGUMENT naming why, and the primary refuses, on a link it accepted, a message meant for a backup.
+ * proto/bank.proto alone, playing the primary. A branch refuses a link that is not its primary's link to
+ * it with INVALID_ARGUMENT naming why, and a backup refuses, on a link it accepted, a message meant for the
+ * primary or an entry out of order.
  */
 
 import * as grpc from "@grpc/grpc-js";
@@ -13,7 +14,7 @@ import { ROOT, startBranch, type StartedBranch } from "./_processes.ts";
 /** The deadline of every link opened here: it bounds every wait on the link. */
 const LINK_DEADLINE_MS = 10_000;
 
-/** An address nothing listens on: the primary never dials its backups, so their addresses go unused. */
+/** An address nothing listens on: a backup never dials its primary, and a primary's link to it never comes up. */
 const UNUSED = "127.0.0.1:1";
 
 /** A LinkMessage as grpc-js decodes it with the options below (int64 fields as decimal strings). */
@@ -34,7 +35,7 @@ const LINK = (() => {
   >;
 })();
 
-/** One end of a Branch.link stream opened by hand, as a backup (or an impostor) would open it. */
+/** One end of a Branch.link stream opened by hand, as a primary (or an impostor) would open it. */
 class RawLink implements AsyncDisposable {
   /** Settles with the status the call ended with. */
   readonly status: Promise<grpc.StatusObject>;
@@ -143,94 +144,81 @@ async function assertStopsGracefully(branch: StartedBranch): Promise<void> {
   assertEquals({ code, signal, stderr }, { code: 0, signal: null, stderr: "" });
 }
 
-Deno.test("a backup refuses a link: only the primary takes links", async () => {
+Deno.test("the primary refuses every link: it opens them itself", async () => {
   await using primary = await startBranch(["--id", "1", "--balance", "100", "--peer", `2=${UNUSED}`]);
-  await using backup = await startBranch([
-    "--id",
-    "2",
-    "--balance",
-    "100",
-    "--peer",
-    `1=${primary.address}`,
-  ]);
-  // "1" too: the backup's own link to the primary is kept under the primary's id, and the refusal must
-  // still say why, not that branch 1 is already linked.
-  for (const opener of ["3", "2", "1"]) {
-    await using link = new RawLink(backup.address, opener);
-    assertEquals(await refusal(link), {
-      code: "INVALID_ARGUMENT",
-      details: "branch 2 is not the primary (branch 1 is)",
-      accepted: false,
-    }, `link from branch ${opener}`);
-  }
-  // The refusals did not disturb the bank: the backup's own link to the primary came up.
-  assertEquals(await servedBalance(backup.address), 100);
-  assertEquals(await servedBalance(primary.address), 100);
-  await assertStopsGracefully(backup);
-  await assertStopsGracefully(primary);
-});
-
-Deno.test("the primary refuses a link from a branch that is not its peer, and still takes its backup's", async () => {
-  await using primary = await startBranch(["--id", "1", "--balance", "100", "--peer", `2=${UNUSED}`]);
-  for (const opener of ["3", "0", "1"]) {
+  for (const opener of ["2", "3", "1"]) {
     await using link = new RawLink(primary.address, opener);
     assertEquals(await refusal(link), {
       code: "INVALID_ARGUMENT",
-      details: `branch ${opener} is not a peer of branch 1`,
+      details: "branch 1 is the primary: it opens the links",
       accepted: false,
     }, `link from branch ${opener}`);
   }
-  await using backup = new RawLink(primary.address, "2");
-  await backup.accepted();
-  assertEquals(await servedBalance(primary.address), 100);
-  await backup.close();
   await assertStopsGracefully(primary);
 });
 
-Deno.test("the primary refuses a second link from a backup whose first link is open, and keeps the first", async () => {
-  await using primary = await startBranch(["--id", "1", "--balance", "100", "--peer", `2=${UNUSED}`]);
-  await using first = new RawLink(primary.address, "2");
+Deno.test("a backup refuses a link from any branch but its primary, and takes the primary's", async () => {
+  await using backup = await startBranch(["--id", "2", "--balance", "100", "--peer", `1=${UNUSED}`]);
+  for (const opener of ["3", "0", "2"]) {
+    await using link = new RawLink(backup.address, opener);
+    assertEquals(await refusal(link), {
+      code: "INVALID_ARGUMENT",
+      details: `branch ${opener} is not the primary of branch 2 (branch 1 is)`,
+      accepted: false,
+    }, `link from branch ${opener}`);
+  }
+  await using primary = new RawLink(backup.address, "1");
+  await primary.accepted();
+  assertEquals(await servedBalance(backup.address), 100);
+  await primary.close();
+  await assertStopsGracefully(backup);
+});
+
+Deno.test("a backup refuses a second link from its primary while the first is open, and keeps the first", async () => {
+  await using backup = await startBranch(["--id", "2", "--balance", "100", "--peer", `1=${UNUSED}`]);
+  await using first = new RawLink(backup.address, "1");
   await first.accepted();
-  await using second = new RawLink(primary.address, "2");
+  await using second = new RawLink(backup.address, "1");
   assertEquals(await refusal(second), {
     code: "INVALID_ARGUMENT",
-    details: "branch 2 is already linked",
+    details: "branch 1 is already linked",
     accepted: false,
   });
-  // The first link is still served. A withdrawal beyond the balance fails, so no entry comes first.
-  first.send({ seq: 1, forward: { interface: "withdraw", amount: 101 } });
+  // The first link is still served.
+  first.send({ seq: 1, entry: { view: 0, position: 1, interface: "deposit", amount: 10 } });
   assertEquals(await first.next(), {
     seq: "1",
     kind: "answer",
-    answer: { success: false, balance: "100", code: 0, message: "" },
+    answer: { success: true, balance: "110", code: 0, message: "" },
   });
-  assertEquals(await servedBalance(primary.address), 100);
+  assertEquals(await servedBalance(backup.address), 110);
   await first.close();
-  await assertStopsGracefully(primary);
+  await assertStopsGracefully(backup);
 });
 
-Deno.test("the primary refuses a link without a bank-branch-id header, or with one that is not an id", async () => {
-  await using primary = await startBranch(["--id", "1", "--balance", "100", "--peer", `2=${UNUSED}`]);
-  for (const header of [undefined, "", "two", "-2", "2.0", " 2", "2x", "0x2", "1234567890123456"]) {
-    await using link = new RawLink(primary.address, header);
+Deno.test("a branch refuses a link without a bank-branch-id header, or with one that is not an id", async () => {
+  await using backup = await startBranch(["--id", "2", "--balance", "100", "--peer", `1=${UNUSED}`]);
+  for (const header of [undefined, "", "one", "-1", "1.0", " 1", "1x", "0x1", "1234567890123456"]) {
+    await using link = new RawLink(backup.address, header);
     assertEquals(await refusal(link), {
       code: "INVALID_ARGUMENT",
       details: "a link must name its opener in a bank-branch-id header",
       accepted: false,
     }, `header ${JSON.stringify(header)}`);
   }
-  await using backup = new RawLink(primary.address, "2");
-  await backup.accepted();
-  assertEquals(await servedBalance(primary.address), 100);
-  await backup.close();
-  await assertStopsGracefully(primary);
+  await using primary = new RawLink(backup.address, "1");
+  await primary.accepted();
+  assertEquals(await servedBalance(backup.address), 100);
+  await primary.close();
+  await assertStopsGracefully(backup);
 });
 
-Deno.test("on an accepted link the primary refuses an entry and decides a forward, sending its entry first", async () => {
-  await using primary = await startBranch(["--id", "1", "--balance", "100", "--peer", `2=${UNUSED}`]);
-  await using link = new RawLink(primary.address, "2");
+Deno.test("a backup applies entries only in order, refuses a forward, and forwards its customers' updates", async () => {
+  await using backup = await startBranch(["--id", "2", "--balance", "100", "--peer", `1=${UNUSED}`]);
+  // This end plays the primary.
+  await using link = new RawLink(backup.address, "1");
   await link.accepted();
-  link.send({ seq: 1, entry: { view: 0, position: 1, interface: "deposit", amount: 10 } });
+  link.send({ seq: 1, forward: { interface: "deposit", amount: 10 } });
   assertEquals(await link.next(), {
     seq: "1",
     kind: "answer",
@@ -238,30 +226,61 @@ Deno.test("on an accepted link the primary refuses an entry and decides a forwar
       success: false,
       balance: "0",
       code: grpc.status.INVALID_ARGUMENT,
-      message: "branch 1 is the primary",
+      message: "branch 2 is not the primary",
     },
   });
-  link.send({ seq: 2, forward: { interface: "deposit", amount: 50 } });
-  // The primary answers a forward only once every backup (here, this end of the link) has applied it.
-  assertEquals(await link.next(), {
-    seq: "1",
-    kind: "entry",
-    entry: { view: "0", position: "1", interface: "deposit", amount: "50" },
-  });
-  link.send({ seq: 1, answer: { success: true, balance: 150, code: 0, message: "" } });
+  link.send({ seq: 2, entry: { view: 0, position: 2, interface: "deposit", amount: 10 } });
   assertEquals(await link.next(), {
     seq: "2",
     kind: "answer",
+    answer: {
+      success: false,
+      balance: "0",
+      code: grpc.status.ABORTED,
+      message: "entry at position 2, but branch 2 expects position 1",
+    },
+  });
+  link.send({ seq: 3, entry: { view: 0, position: 1, interface: "deposit", amount: 50 } });
+  assertEquals(await link.next(), {
+    seq: "3",
+    kind: "answer",
     answer: { success: true, balance: "150", code: 0, message: "" },
   });
-  // The refused entry changed nothing; the forwarded deposit was applied once.
-  assertEquals(await servedBalance(primary.address), 150);
+  // A customer's withdrawal at the backup comes here as a forward; the backup answers its customer with
+  // this end's decision, after applying the entry that carries it.
+  const client = new BranchClient(backup.address);
+  try {
+    const reply = client.deliver(
+      { id: 0, interface: "withdraw", money: 30, amount: 30, customer_id: 7 },
+      LINK_DEADLINE_MS,
+    );
+    assertEquals(await link.next(), {
+      seq: "1",
+      kind: "forward",
+      forward: { interface: "withdraw", amount: "30" },
+    });
+    link.send({ seq: 4, entry: { view: 0, position: 2, interface: "withdraw", amount: 30 } });
+    assertEquals(await link.next(), {
+      seq: "4",
+      kind: "answer",
+      answer: { success: true, balance: "120", code: 0, message: "" },
+    });
+    link.send({ seq: 1, answer: { success: true, balance: 120, code: 0, message: "" } });
+    assertEquals(await reply, { interface: "withdraw", success: true, money: 120, balance: "120" });
+  } finally {
+    client.close();
+  }
+  // The refused entry and forward changed nothing.
+  assertEquals(await servedBalance(backup.address), 120);
   await link.close();
-  await assertStopsGracefully(primary);
+  await assertStopsGracefully(backup);
 });
 
 Deno.test("a branch started by hand stops gracefully on SIGTERM while it still waits for its links", async () => {
-  // Branch 2 never links, so the primary is still inside configure() when the signal comes.
+  // Nothing listens where the primary's backup should, and nobody links to the backup: both are still
+  // inside configure() when the signal comes.
   await using primary = await startBranch(["--id", "1", "--balance", "100", "--peer", `2=${UNUSED}`]);
+  await using backup = await startBranch(["--id", "2", "--balance", "100", "--peer", `1=${UNUSED}`]);
   await assertStopsGracefully(primary);
+  await assertStopsGracefully(backup);
 });
