@@ -7,7 +7,7 @@
 
 import { AtomicFile } from "./atomic_file.ts";
 import { primaryOf } from "./branch_core.ts";
-import type { BranchPlan } from "./branch_node.ts";
+import type { BackupAddress, BranchPlan } from "./branch_cli.ts";
 import type { CustomerAddress, CustomerInput, CustomerReady } from "./customer_cli.ts";
 import { InputError, readScenario, type Scenario, scenarioToJson } from "./input.ts";
 import { childCommand, type LaunchContext } from "./launch.ts";
@@ -60,25 +60,24 @@ async function runProcesses(scenario: Scenario, options: BankRunOptions): Promis
     const ids = scenario.branches.map(({ id }) => id);
     const primary = primaryOf(ids);
     const listening = branches.map(listeningAddress);
-    // Each backup is told its plan, and the customer process its address, as soon as it listens, rather
-    // than once the slowest branch listens: the customer's connections come up while the last branches
-    // are still starting. The primary, which opens a link to every backup, needs every address.
+    const plan = (id: number): BranchPlan => ({ peers: ids.filter((peer) => peer !== id) });
+    const primaryChild = branches[ids.indexOf(primary)] as Child;
+    const primaryPlanned = (listening[ids.indexOf(primary)] as Promise<string>).then(() =>
+      primaryChild.send(JSON.stringify(plan(primary)))
+    );
+    // Each branch is told its plan, the customer process its address, and the primary where a backup
+    // listens, as soon as that branch listens, rather than once the slowest one does: links and the
+    // customer's connections come up while the last branches are still starting.
     await supervisor.within(
       Promise.all(branches.map(async (child, index) => {
         const id = ids[index] as number;
         const address = await (listening[index] as Promise<string>);
         options.log(`${child.name} (pid ${child.pid}) listening on ${address}`);
         await customer.send(JSON.stringify({ branch: id, address } satisfies CustomerAddress));
-        const peers = ids.filter((peer) => peer !== id);
-        const plan: BranchPlan = id === primary
-          ? {
-            peers,
-            backupAddresses: Object.fromEntries(
-              await Promise.all(peers.map(async (peer) => [peer, await listening[ids.indexOf(peer)]])),
-            ),
-          }
-          : { peers };
-        await child.send(JSON.stringify(plan));
+        if (id === primary) return await primaryPlanned;
+        await child.send(JSON.stringify(plan(id)));
+        await primaryPlanned;
+        await primaryChild.send(JSON.stringify({ backup: id, address } satisfies BackupAddress));
       })),
       options.startTimeoutMs,
       "every branch listening",

@@ -10,7 +10,8 @@
  * @module
  */
 
-import { BranchNode, type BranchPlan } from "./branch_node.ts";
+import { primaryOf } from "./branch_core.ts";
+import { BranchNode } from "./branch_node.ts";
 import { addressFlags, durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
 import { readLines } from "./lines.ts";
 
@@ -77,8 +78,10 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   }
   try {
     // Started by hand, the peers may come up after this branch: configure() waits for them.
-    const plan = { peers: [...peers.keys()], backupAddresses: Object.fromEntries(peers) };
-    const configured = node.configure(plan, startTimeoutMs);
+    const configured = node.configure([...peers.keys()], startTimeoutMs);
+    if (primaryOf([id, ...peers.keys()]) === id) {
+      for (const [backup, address] of peers) node.linkTo(backup, address);
+    }
     configured.catch(() => {}); // Seen by the race below, unless a signal comes first.
     await Promise.race([configured, stopRequested]);
     await stopRequested;
@@ -88,11 +91,36 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   return 0;
 }
 
-/** Configures the branch from the first line of stdin (a {@linkcode BranchPlan}), then waits for stdin to close. */
+/** The first line `main` sends a branch on stdin: every other branch's id. */
+export interface BranchPlan {
+  readonly peers: readonly number[];
+}
+
+/** Each next line, to the primary only: where one backup listens, sent as soon as it does. */
+export interface BackupAddress {
+  readonly backup: number;
+  /** host:port */
+  readonly address: string;
+}
+
+/**
+ * Configures the branch from the lines on stdin (a {@linkcode BranchPlan}, then, at the primary, a
+ * {@linkcode BackupAddress} per backup), and returns once stdin closes, or throws if the links do not
+ * come up.
+ */
 async function serveUnderControl(node: BranchNode, timeoutMs: number): Promise<void> {
-  for await (const line of readLines(Deno.stdin.readable)) {
-    await node.configure(JSON.parse(line) as BranchPlan, timeoutMs);
-  }
+  const lines = readLines(Deno.stdin.readable);
+  const first = await lines.next();
+  if (first.done) return;
+  const configured = node.configure((JSON.parse(first.value) as BranchPlan).peers, timeoutMs);
+  const addresses = (async () => {
+    for await (const line of lines) {
+      const { backup, address } = JSON.parse(line) as BackupAddress;
+      node.linkTo(backup, address);
+    }
+  })();
+  // Stdin closing ends the branch even while its links are still coming up (main is aborting the run).
+  await Promise.race([configured.then(() => addresses), addresses]);
 }
 
 function signalled(): Promise<void> {

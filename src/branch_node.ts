@@ -42,14 +42,6 @@ export interface BranchNodeOptions {
   readonly forwardDeadlineMs: number;
 }
 
-/** What a branch is told about the others when it is configured. */
-export interface BranchPlan {
-  /** Every other branch's id. */
-  readonly peers: readonly number[];
-  /** Where each backup listens (id to host:port): needed by the primary, which links to each. */
-  readonly backupAddresses?: Readonly<Record<string, string>>;
-}
-
 /** The outputs that answer an inbound call with a value. */
 type Answering = Extract<BranchOutput, { type: "reply" | "ack" }>;
 
@@ -64,11 +56,11 @@ export class BranchNode {
   readonly #options: BranchNodeOptions;
   #server: BranchServer | undefined;
   #state: BranchState | undefined;
-  /** At the primary: a client of each backup. */
+  /** At the primary: a client of each backup it was given the address of. */
   readonly #clients: BranchClient[] = [];
   /** At the primary, a link per backup; at a backup, its link from the primary. */
   readonly #links = new Map<number, Link>();
-  /** At a backup: waiting for the primary to open its link. */
+  /** Waiting for a link: at a backup, the primary's; at the primary, one to a backup (see linkTo). */
   readonly #arrivals = new Map<number, () => void>();
   /** This branch's place in the bank (primary or backup, and of which branches), once configured. */
   #layout: BranchState | undefined;
@@ -108,15 +100,17 @@ export class BranchNode {
   }
 
   /**
-   * Tells the branch about the others. The primary (the lowest id) opens a link to every backup and waits
-   * for each to accept it; a backup waits for the primary's link and accepts it. Then the branch serves
-   * customers. Once only. Rejects with RpcError naming a branch whose link is not up within `timeoutMs`.
+   * Tells the branch which the other branches are (their ids) and waits until its links are up; then the
+   * branch serves customers. The primary (the lowest id) opens a link to each backup when given its
+   * address ({@linkcode BranchNode.linkTo}) and waits for each to accept it; a backup waits for the
+   * primary's link and accepts it. Once only. Rejects with RpcError naming a branch whose link is not up
+   * within `timeoutMs`.
    */
-  async configure(plan: BranchPlan, timeoutMs: number): Promise<void> {
+  async configure(peers: readonly number[], timeoutMs: number): Promise<void> {
     const self = this.#options.id;
     assert(this.#layout === undefined, `branch ${self} configured twice`);
     assert(this.#server !== undefined, "branch server not started");
-    const state = initialState(self, this.#options.balance, plan.peers);
+    const state = initialState(self, this.#options.balance, peers);
     this.#layout = state;
     for (const [peer, link] of this.#links) {
       // Opened before this branch knew its place, by a branch that turns out not to be its primary.
@@ -128,27 +122,45 @@ export class BranchNode {
     }
     // The state is set first: entries and forwards may come as soon as a link is accepted.
     this.#state = state;
+    const started = performance.now();
     if (isPrimary(state)) {
-      await Promise.all(state.backups.map((backup) => {
-        const address = plan.backupAddresses?.[backup];
-        assert(address !== undefined, `primary ${self} was not told where backup ${backup} listens`);
-        const client = new BranchClient(address);
-        this.#clients.push(client);
-        const link = client.link(self);
-        link.serve(this.#linkHandler(backup));
-        this.#links.set(backup, link);
-        return link.accepted(timeoutMs).catch((error: RpcError) => {
-          throw new RpcError(error.code, `backup ${backup}: ${error.message}`);
-        });
+      await Promise.all(state.backups.map(async (backup) => {
+        try {
+          await this.#arrival(backup, timeoutMs, "was not given its address");
+          await this.#link(backup).accepted(Math.max(1, timeoutMs - (performance.now() - started)));
+        } catch (error) {
+          throw new RpcError((error as RpcError).code, `backup ${backup}: ${(error as RpcError).message}`);
+        }
       }));
     } else {
       this.#links.get(state.primary)?.accept();
-      await this.#arrival(state.primary, timeoutMs).catch((error: RpcError) => {
+      await this.#arrival(state.primary, timeoutMs, "did not open its link").catch((error: RpcError) => {
         throw new RpcError(error.code, `primary (branch ${state.primary}): ${error.message}`);
       });
     }
     this.#serving = true;
     this.#server.setServing(true);
+  }
+
+  /**
+   * At the primary, after {@linkcode BranchNode.configure}: opens the link to `backup`, which listens at
+   * `address` (host:port). Addresses may come one at a time, so links come up while other backups still
+   * start.
+   */
+  linkTo(backup: number, address: string): void {
+    const layout = this.#layout;
+    assert(
+      layout !== undefined && isPrimary(layout),
+      `branch ${this.#options.id} is not a configured primary`,
+    );
+    assert(layout.backups.includes(backup), `branch ${backup} is not a backup of branch ${layout.id}`);
+    assert(!this.#links.has(backup), `backup ${backup} is already linked`);
+    const client = new BranchClient(address);
+    this.#clients.push(client);
+    const link = client.link(layout.id);
+    link.serve(this.#linkHandler(backup));
+    this.#links.set(backup, link);
+    this.#arrivals.get(backup)?.();
   }
 
   /** Stops: ends every link, stops serving (calls in progress get up to `graceMs`), closes the clients. */
@@ -187,15 +199,18 @@ export class BranchNode {
     return undefined;
   }
 
-  /** Resolves once the primary has opened its link to this branch; rejects after `timeoutMs`. */
-  #arrival(primary: number, timeoutMs: number): Promise<void> {
-    if (this.#links.has(primary)) return Promise.resolve();
-    const arrived = new Promise<void>((resolve) => this.#arrivals.set(primary, resolve));
+  /**
+   * Resolves once there is a link with `peer` (opened by the primary, at either end); rejects after
+   * `timeoutMs` with "`what` within `timeoutMs` ms".
+   */
+  #arrival(peer: number, timeoutMs: number, what: string): Promise<void> {
+    if (this.#links.has(peer)) return Promise.resolve();
+    const arrived = new Promise<void>((resolve) => this.#arrivals.set(peer, resolve));
     return deadline(
       arrived,
       timeoutMs,
-      () => new RpcError("DEADLINE_EXCEEDED", `did not open its link within ${timeoutMs} ms`),
-    ).finally(() => this.#arrivals.delete(primary));
+      () => new RpcError("DEADLINE_EXCEEDED", `${what} within ${timeoutMs} ms`),
+    ).finally(() => this.#arrivals.delete(peer));
   }
 
   /** Feeds the requests arriving on the link with `peer` to the core: forwards and entries. */
