@@ -65,6 +65,8 @@ async function runProcesses(scenario: Scenario, options: BankRunOptions): Promis
     const primaryPlanned = (listening[ids.indexOf(primary)] as Promise<string>).then(() =>
       primaryChild.send(JSON.stringify(plan(primary)))
     );
+    // Awaited by the tasks below; if they all fail first (a branch died), the run fails for that reason.
+    primaryPlanned.catch(() => {});
     // Each branch is told its plan, the customer process its address, and the primary where a backup
     // listens, as soon as that branch listens, rather than once the slowest one does: links and the
     // customer's connections come up while the last branches are still starting.
