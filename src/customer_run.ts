@@ -8,7 +8,7 @@
 import type { CustomerEntry, Event } from "./input.ts";
 import type { EntryResult, Reply } from "./output.ts";
 import { BranchClient, RpcError, type WireResponse } from "./transport.ts";
-import { parseUnits } from "./wire_codec.ts";
+import { units } from "./wire_codec.ts";
 
 /** How customers call branches. */
 export interface CustomerRunOptions {
@@ -92,7 +92,7 @@ async function send(client: BranchClient, customer: number, index: number, event
   } catch (error) {
     throw new CustomerError(`${where}: ${error instanceof Error ? error.message : String(error)}`);
   }
-  const balance = parseUnits(response.balance);
+  const balance = units(response.balance);
   if (response.interface !== event.interface || balance === undefined) {
     throw new CustomerError(`${where}: malformed reply ${JSON.stringify(response)}`);
   }

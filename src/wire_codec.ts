@@ -8,7 +8,7 @@
 
 import type { Entry, Refusal, Update } from "./branch_core.ts";
 import { type Interface, INTERFACES } from "./input.ts";
-import type { Outgoing, WireEntry, WireForward, WireRequest, WireResponse } from "./transport.ts";
+import type { WireEntry, WireForward, WireRequest, WireResponse } from "./transport.ts";
 
 /** A decoded value, or why it could not be decoded. */
 export type Decoded<T> = { readonly ok: true; readonly value: T } | {
@@ -33,7 +33,7 @@ export function decodeRequest(wire: WireRequest): Decoded<CustomerRequest> {
   }
   if (kind === "query") return { ok: true, value: { interface: "query", amount: 0 } };
   if (wire.money < 0) return invalid(`money must not be negative, got ${wire.money}`);
-  const amount = parseUnits(wire.amount);
+  const amount = units(wire.amount);
   if (amount === undefined) return invalid(`amount must be from 0 to 2^53 - 1, got ${wire.amount}`);
   if (amount !== 0 && wire.money !== 0 && wire.money !== amount) {
     return invalid(`money (${wire.money}) and amount (${amount}) disagree`);
@@ -48,9 +48,9 @@ export function decodeForward(wire: WireForward): Decoded<Update> {
 
 /** Decodes and checks an entry of the primary's log. */
 export function decodeEntry(wire: WireEntry): Decoded<Entry> {
-  const view = parseUnits(wire.view);
+  const view = units(wire.view);
   if (view === undefined) return invalid(`view must be a whole number, got ${wire.view}`);
-  const position = parseUnits(wire.position);
+  const position = units(wire.position);
   if (position === undefined || position === 0) {
     return invalid(`position must be a whole number from 1, got ${wire.position}`);
   }
@@ -58,25 +58,23 @@ export function decodeEntry(wire: WireEntry): Decoded<Entry> {
   return update.ok ? { ok: true, value: { view, position, update: update.value } } : update;
 }
 
-function decodeUpdate(kind: string, decimal: string): Decoded<Update> {
+function decodeUpdate(kind: string, value: number): Decoded<Update> {
   if (kind !== "deposit" && kind !== "withdraw") {
     return invalid(`interface must be deposit or withdraw, got ${JSON.stringify(kind)}`);
   }
-  const amount = parseUnits(decimal);
-  if (amount === undefined) return invalid(`amount must be from 0 to 2^53 - 1, got ${decimal}`);
+  const amount = units(value);
+  if (amount === undefined) return invalid(`amount must be from 0 to 2^53 - 1, got ${value}`);
   return { ok: true, value: { kind, amount } };
 }
 
 /** The wire response for a reply; `money` keeps the original int32 field only while the balance fits. */
-export function encodeResponse(kind: Interface, success: boolean, balance: number): Outgoing<WireResponse> {
-  return { interface: kind, success, money: balance <= INT32_MAX ? balance : 0, balance: String(balance) };
+export function encodeResponse(kind: Interface, success: boolean, balance: number): WireResponse {
+  return { interface: kind, success, money: balance <= INT32_MAX ? balance : 0, balance };
 }
 
-/** A decimal string from an int64 field as a safe non-negative integer, or undefined. */
-export function parseUnits(decimal: string): number | undefined {
-  if (!/^\d{1,16}$/.test(decimal)) return undefined;
-  const value = Number(decimal);
-  return Number.isSafeInteger(value) ? value : undefined;
+/** An int64 field's value as a count of units (a safe non-negative integer), or undefined. */
+export function units(value: number): number | undefined {
+  return Number.isSafeInteger(value) && value >= 0 ? value : undefined;
 }
 
 function invalid(message: string): { readonly ok: false; readonly refusal: Refusal } {

@@ -8,7 +8,7 @@
 import * as grpc from "@grpc/grpc-js";
 import * as loader from "@grpc/proto-loader";
 import { BranchClient } from "../src/transport.ts";
-import { assertEquals } from "./_assert.ts";
+import { assertEquals, assertMatch } from "./_assert.ts";
 import { ROOT, startBranch, type StartedBranch } from "./_processes.ts";
 
 /** The deadline of every link opened here: it bounds every wait on the link. */
@@ -240,6 +240,14 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
       message: "entry at position 2, but branch 2 expects position 1",
     },
   });
+  // int64 amounts from 2^53 up, and negative ones, are refused exactly (the branch decodes int64 as
+  // numbers; this end sends them as exact decimal strings).
+  for (const amount of ["9007199254740992", "9223372036854775807", "-1"]) {
+    link.send({ seq: 9, entry: { view: 0, position: 1, interface: "deposit", amount } });
+    const { answer } = await link.next() as { answer: { code: number; message: string } };
+    assertEquals(answer.code, grpc.status.INVALID_ARGUMENT, amount);
+    assertMatch(answer.message, /^amount must be from 0 to 2\^53 - 1, got /);
+  }
   link.send({ seq: 3, entry: { view: 0, position: 1, interface: "deposit", amount: 50 } });
   assertEquals(await link.next(), {
     seq: "3",
@@ -266,7 +274,7 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
       answer: { success: true, balance: "120", code: 0, message: "" },
     });
     link.send({ seq: 1, answer: { success: true, balance: 120, code: 0, message: "" } });
-    assertEquals(await reply, { interface: "withdraw", success: true, money: 120, balance: "120" });
+    assertEquals(await reply, { interface: "withdraw", success: true, money: 120, balance: 120 });
   } finally {
     client.close();
   }
