@@ -53,6 +53,8 @@ export interface Decision {
   readonly success: boolean;
   /** The primary's balance right after the update (unchanged when it failed). */
   readonly balance: number;
+  /** See the `position` of a reply. */
+  readonly position: number;
 }
 
 /** What the driver feeds the core. `requestId` is the driver's handle for an inbound call. */
@@ -92,9 +94,14 @@ export type BranchOutput =
     readonly interface: Interface;
     readonly success: boolean;
     readonly balance: number;
+    /**
+     * The log position the reply reflects: for an update that succeeded, its own position; for a failed
+     * update or a query, the last position applied when it was decided or read (0 before the first).
+     */
+    readonly position: number;
   }
   /** Answer the entry `requestId`: applied, leaving this replica at `balance`. */
-  | { readonly type: "ack"; readonly requestId: number; readonly balance: number }
+  | { readonly type: "ack"; readonly requestId: number; readonly balance: number; readonly position: number }
   /** Answer the inbound call `requestId` with an error status. */
   | { readonly type: "refuse"; readonly requestId: number; readonly refusal: Refusal }
   /** At the primary: send `entry` to backup `to`; feed its outcome back as a `replicated` input. */
@@ -174,7 +181,7 @@ export function step(state: BranchState, input: BranchInput): Step {
   switch (input.type) {
     case "request":
       if (input.interface === "query") {
-        return { state, outbox: [reply(input.requestId, "query", true, state.balance)] };
+        return { state, outbox: [reply(input.requestId, "query", true, state.balance, state.position)] };
       }
       return isPrimary(state)
         ? sequence(state, input.requestId, { kind: input.interface, amount: input.amount })
@@ -204,11 +211,13 @@ export function applied(balance: number, update: Update): number | undefined {
 function sequence(state: BranchState, requestId: number, update: Update): Step {
   const balance = applied(state.balance, update);
   // Decided once, here, in log order: a failed update changes nothing and takes no position.
-  if (balance === undefined) return { state, outbox: [reply(requestId, update.kind, false, state.balance)] };
+  if (balance === undefined) {
+    return { state, outbox: [reply(requestId, update.kind, false, state.balance, state.position)] };
+  }
   const position = state.position + 1;
   const next = { ...state, balance, position };
   if (state.backups.length === 0) {
-    return { state: next, outbox: [reply(requestId, update.kind, true, balance)] };
+    return { state: next, outbox: [reply(requestId, update.kind, true, balance, position)] };
   }
   const replicating = new Map(state.replicating);
   replicating.set(position, { requestId, interface: update.kind, balance, awaiting: new Set(state.backups) });
@@ -253,7 +262,7 @@ function applyEntry(state: BranchState, requestId: number, entry: Entry): Step {
   }
   return {
     state: { ...state, balance, position: entry.position },
-    outbox: [{ type: "ack", requestId, balance }],
+    outbox: [{ type: "ack", requestId, balance, position: entry.position }],
   };
 }
 
@@ -285,7 +294,7 @@ function maybeAnswer(
   }
   return {
     state: { ...state, replicating },
-    outbox: [reply(waiting.requestId, waiting.interface, true, waiting.balance)],
+    outbox: [reply(waiting.requestId, waiting.interface, true, waiting.balance, position)],
   };
 }
 
@@ -305,11 +314,20 @@ function answerForwarded(
     const why = refusal ?? { code: "INTERNAL", message: "the primary gave no decision" };
     return refuse(next, requestId, why.code, `forward to the primary failed: ${why.message}`);
   }
-  return { state: next, outbox: [reply(requestId, kind, decision.success, decision.balance)] };
+  return {
+    state: next,
+    outbox: [reply(requestId, kind, decision.success, decision.balance, decision.position)],
+  };
 }
 
-function reply(requestId: number, kind: Interface, success: boolean, balance: number): BranchOutput {
-  return { type: "reply", requestId, interface: kind, success, balance };
+function reply(
+  requestId: number,
+  kind: Interface,
+  success: boolean,
+  balance: number,
+  position: number,
+): BranchOutput {
+  return { type: "reply", requestId, interface: kind, success, balance, position };
 }
 
 function refuse(state: BranchState, requestId: number, code: RefusalCode, message: string): Step {

@@ -85,7 +85,7 @@ export class BranchNode {
         }
         return node.#call((requestId) => ({ type: "request", requestId, ...decoded.value }), (output) => {
           assert(output.type === "reply", `a customer's request was answered with an ${output.type}`);
-          return encodeResponse(output.interface, output.success, output.balance);
+          return encodeResponse(output.interface, output.success, output.balance, output.position);
         });
       },
       linked: (peer, link) => node.#linked(peer, link),
@@ -229,6 +229,7 @@ export class BranchNode {
       return this.#call(input, (output): LinkAnswer => ({
         success: output.type === "reply" ? output.success : true,
         balance: output.balance,
+        position: output.position,
       }));
     };
   }

@@ -27,6 +27,7 @@ export interface WireResponse {
   readonly success: boolean;
   readonly money: number;
   readonly balance: number;
+  readonly position: number;
 }
 
 /** `Entry` of proto/bank.proto as grpc-js decodes it. */
@@ -58,6 +59,7 @@ export interface LinkAnswer {
   readonly success: boolean;
   /** Units. */
   readonly balance: number;
+  readonly position: number;
 }
 
 /** A call that ended with an error status, or an answer a handler wants to send as one. */
@@ -358,6 +360,7 @@ interface WireAnswer {
   readonly balance: number;
   readonly code: number;
   readonly message: string;
+  readonly position: number;
 }
 
 /** `LinkMessage` of proto/bank.proto as grpc-js decodes it. */
@@ -499,12 +502,14 @@ export class Link {
   #answer(request: WireLinkMessage & WireLinkRequest): void {
     const { seq } = request;
     this.#onRequest(request).then(
-      ({ success, balance }) => this.#call.write({ seq, answer: { success, balance, code: 0, message: "" } }),
+      ({ success, balance, position }) =>
+        this.#call.write({ seq, answer: { success, balance, position, code: 0, message: "" } }),
       (error: unknown) => {
         const { code, details } = toServiceError(error);
         const answer = {
           success: false,
           balance: 0,
+          position: 0,
           code: code ?? grpc.status.INTERNAL,
           message: details ?? "",
         };
@@ -520,8 +525,9 @@ export class Link {
     // The deadline timer stays armed even when nothing is left in flight: it finds nothing when it fires,
     // which is cheaper than clearing it and setting it again for the next request.
     this.#inFlight.delete(seq);
-    if (answer.code === 0) inFlight.resolve({ success: answer.success, balance: answer.balance });
-    else inFlight.reject(new RpcError(statusName(answer.code), answer.message));
+    if (answer.code === 0) {
+      inFlight.resolve({ success: answer.success, balance: answer.balance, position: answer.position });
+    } else inFlight.reject(new RpcError(statusName(answer.code), answer.message));
   }
 
   /** Fails every request in flight, and every later one, with the first cause; returns that cause. */

@@ -68,8 +68,13 @@ function decodeUpdate(kind: string, value: number): Decoded<Update> {
 }
 
 /** The wire response for a reply; `money` keeps the original int32 field only while the balance fits. */
-export function encodeResponse(kind: Interface, success: boolean, balance: number): WireResponse {
-  return { interface: kind, success, money: balance <= INT32_MAX ? balance : 0, balance };
+export function encodeResponse(
+  kind: Interface,
+  success: boolean,
+  balance: number,
+  position: number,
+): WireResponse {
+  return { interface: kind, success, money: balance <= INT32_MAX ? balance : 0, balance, position };
 }
 
 /** An int64 field's value as a count of units (a safe non-negative integer), or undefined. */

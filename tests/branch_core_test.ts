@@ -69,7 +69,14 @@ Deno.test("step() answers a query with the balance, at the primary or a backup, 
       interface: "query",
       amount: 0,
     }]);
-    assertEquals(outbox, [{ type: "reply", requestId: 7, interface: "query", success: true, balance: 400 }]);
+    assertEquals(outbox, [{
+      type: "reply",
+      requestId: 7,
+      interface: "query",
+      success: true,
+      balance: 400,
+      position: 0,
+    }]);
   }
 });
 
@@ -90,6 +97,7 @@ Deno.test("the primary applies a deposit, sends it to every backup at once, and 
     interface: "deposit",
     success: true,
     balance: 570,
+    position: 1,
   }]);
   assertEquals(third.state.replicating.size, 0);
 });
@@ -103,6 +111,7 @@ Deno.test("the primary fails a withdrawal larger than its balance: nothing chang
     interface: "withdraw",
     success: false,
     balance: 100,
+    position: 0,
   }]);
 });
 
@@ -120,12 +129,20 @@ Deno.test("the primary fails a deposit that would take the balance past Number.M
     interface: "deposit",
     success: false,
     balance: Number.MAX_SAFE_INTEGER - 1,
+    position: 0,
   }]);
 });
 
 Deno.test("a branch with no peers is its own primary and replies at once", () => {
   const { outbox } = run(initialState(1, 0, []), [deposit(1, 5)]);
-  assertEquals(outbox, [{ type: "reply", requestId: 1, interface: "deposit", success: true, balance: 5 }]);
+  assertEquals(outbox, [{
+    type: "reply",
+    requestId: 1,
+    interface: "deposit",
+    success: true,
+    balance: 5,
+    position: 1,
+  }]);
 });
 
 Deno.test("the primary decides a forwarded update like its own and answers the backup that forwarded it", () => {
@@ -140,6 +157,7 @@ Deno.test("the primary decides a forwarded update like its own and answers the b
     interface: "withdraw",
     success: false,
     balance: 50,
+    position: 0,
   });
   const done = run(first.state, [replicated(1, 2), replicated(1, 3)]);
   assertEquals(done.outbox, [{
@@ -148,6 +166,7 @@ Deno.test("the primary decides a forwarded update like its own and answers the b
     interface: "withdraw",
     success: true,
     balance: 30,
+    position: 1,
   }]);
 });
 
@@ -158,10 +177,17 @@ Deno.test("a backup forwards an update to the primary and replies with the prima
   const { outbox } = run(first.state, [{
     type: "decided",
     requestId: 8,
-    decision: { success: true, balance: 570 },
+    decision: { success: true, balance: 570, position: 4 },
     refusal: undefined,
   }]);
-  assertEquals(outbox, [{ type: "reply", requestId: 8, interface: "deposit", success: true, balance: 570 }]);
+  assertEquals(outbox, [{
+    type: "reply",
+    requestId: 8,
+    interface: "deposit",
+    success: true,
+    balance: 570,
+    position: 4,
+  }]);
 });
 
 Deno.test("a backup refuses its customer's request with the status of a failed forward", () => {
@@ -185,8 +211,8 @@ Deno.test("a backup applies entries in position order and acknowledges each with
   ]);
   assertEquals([state.balance, state.position], [335, 2]);
   assertEquals(outbox, [
-    { type: "ack", requestId: 9, balance: 330 },
-    { type: "ack", requestId: 10, balance: 335 },
+    { type: "ack", requestId: 9, balance: 330, position: 1 },
+    { type: "ack", requestId: 10, balance: 335, position: 2 },
   ]);
 });
 
@@ -247,6 +273,7 @@ function simulate(seed: number, branchCount: number, operations: number): void {
   const ids = Array.from({ length: branchCount }, (_, index) => index + 1);
   const states = new Map(ids.map((id) => [id, initialState(id, 100, ids.filter((peer) => peer !== id))]));
   let ledger = 100;
+  let logLength = 0;
   let nextId = 1;
   /** Every message in flight, oldest first, with the link (or customer connection) it travels on. */
   const inFlight: { readonly channel: string; readonly to: number; readonly input: BranchInput }[] = [];
@@ -298,7 +325,7 @@ function simulate(seed: number, branchCount: number, operations: number): void {
             backup: number;
             requestId: number;
           };
-          const decision = { success: output.success, balance: output.balance };
+          const decision = { success: output.success, balance: output.balance, position: output.position };
           send(next.to, backup, { type: "decided", requestId, decision, refusal: undefined });
         } else if (output.type === "reply") {
           // Snapshot at the moment of the reply: the contract is that every replica has applied it by now.
@@ -309,12 +336,15 @@ function simulate(seed: number, branchCount: number, operations: number): void {
     const expected = kind === "query" ? ledger : kind === "deposit" ? ledger + amount : ledger - amount;
     const success = expected >= 0 && Number.isSafeInteger(expected);
     if (success) ledger = expected;
+    // Each update that succeeds takes the next position; anything else reflects the log so far.
+    if (success && kind !== "query") logLength++;
     assertEquals(replies.map(({ reply }) => reply), [{
       type: "reply",
       requestId,
       interface: kind,
       success,
       balance: ledger,
+      position: logLength,
     }], where);
     assertEquals(replies[0]?.balances, ids.map(() => ledger), `${where}: replicas when the reply was sent`);
   }

@@ -189,7 +189,7 @@ Deno.test("a backup refuses a second link from its primary while the first is op
   assertEquals(await first.next(), {
     seq: "1",
     kind: "answer",
-    answer: { success: true, balance: "110", code: 0, message: "" },
+    answer: { success: true, balance: "110", position: "1", code: 0, message: "" },
   });
   assertEquals(await servedBalance(backup.address), 110);
   await first.close();
@@ -225,6 +225,7 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
     answer: {
       success: false,
       balance: "0",
+      position: "0",
       code: grpc.status.INVALID_ARGUMENT,
       message: "branch 2 is not the primary",
     },
@@ -236,6 +237,7 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
     answer: {
       success: false,
       balance: "0",
+      position: "0",
       code: grpc.status.ABORTED,
       message: "entry at position 2, but branch 2 expects position 1",
     },
@@ -252,7 +254,7 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
   assertEquals(await link.next(), {
     seq: "3",
     kind: "answer",
-    answer: { success: true, balance: "150", code: 0, message: "" },
+    answer: { success: true, balance: "150", position: "1", code: 0, message: "" },
   });
   // A customer's withdrawal at the backup comes here as a forward; the backup answers its customer with
   // this end's decision, after applying the entry that carries it.
@@ -271,10 +273,16 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
     assertEquals(await link.next(), {
       seq: "4",
       kind: "answer",
-      answer: { success: true, balance: "120", code: 0, message: "" },
+      answer: { success: true, balance: "120", position: "2", code: 0, message: "" },
     });
-    link.send({ seq: 1, answer: { success: true, balance: 120, code: 0, message: "" } });
-    assertEquals(await reply, { interface: "withdraw", success: true, money: 120, balance: 120 });
+    link.send({ seq: 1, answer: { success: true, balance: 120, position: 2, code: 0, message: "" } });
+    assertEquals(await reply, {
+      interface: "withdraw",
+      success: true,
+      money: 120,
+      balance: 120,
+      position: 2,
+    });
   } finally {
     client.close();
   }

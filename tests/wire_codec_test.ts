@@ -68,17 +68,19 @@ Deno.test("decodeEntry() refuses position 0, a bad view or a bad update", () => 
 });
 
 Deno.test("encodeResponse() fills the original int32 money only while the balance fits", () => {
-  assertEquals(encodeResponse("query", true, 570), {
+  assertEquals(encodeResponse("query", true, 570, 3), {
     interface: "query",
     success: true,
     money: 570,
     balance: 570,
+    position: 3,
   });
-  assertEquals(encodeResponse("query", true, 2 ** 31), {
+  assertEquals(encodeResponse("query", true, 2 ** 31, 0), {
     interface: "query",
     success: true,
     money: 0,
     balance: 2 ** 31,
+    position: 0,
   });
 });
 
