@@ -14,6 +14,7 @@ import { RunFailure, Supervisor } from "./supervisor.ts";
 
 /** What `main --help` prints. */
 export const MAIN_USAGE = `Usage: main.ts [run] INPUT [options]
+       main.ts check HISTORY
        main.ts branch --help | customer --help
 
 Runs the replicated bank on INPUT (a JSON array of branches and customers) and writes what each customer
@@ -47,6 +48,11 @@ export async function main(args: readonly string[]): Promise<number> {
   if (command === "branch") {
     return await guarded("branch", async () => (await import("./branch_cli.ts")).runBranch(rest), {
       control: rest.includes("--control-stdin"),
+    });
+  }
+  if (command === "check") {
+    return await guarded("check", async () => (await import("./check_cli.ts")).runCheck(rest), {
+      control: false,
     });
   }
   if (command === "customer") {
