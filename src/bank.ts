@@ -8,16 +8,21 @@
 import { AtomicFile } from "./atomic_file.ts";
 import { primaryOf } from "./branch_core.ts";
 import type { BackupAddress, BranchPlan } from "./branch_cli.ts";
-import type { CustomerAddress, CustomerInput, CustomerReady } from "./customer_cli.ts";
+import { assert } from "./assert.ts";
+import type { CustomerAddress, CustomerFinals, CustomerInput, CustomerReady } from "./customer_cli.ts";
+import type { TimedResult } from "./customer_run.ts";
+import { type History, type HistoryFinal, type HistoryRequest, renderHistory } from "./history.ts";
 import { InputError, readScenario, type Scenario, scenarioToJson } from "./input.ts";
 import { childCommand, type LaunchContext } from "./launch.ts";
-import { type EntryResult, type Format, renderOutput } from "./output.ts";
+import { type Format, renderOutput } from "./output.ts";
 import { type Child, RunFailure, type Supervisor } from "./supervisor.ts";
 
 /** How to run the bank. */
 export interface BankRunOptions {
   readonly inputPath: string;
   readonly outputPath: string;
+  /** Where to write the run's history (src/history.ts), if anywhere. */
+  readonly historyPath: string | undefined;
   readonly format: Format;
   /** When set, branch ID listens on 127.0.0.1:portBase+ID; otherwise on a free port. */
   readonly portBase: number | undefined;
@@ -41,19 +46,65 @@ const STOP_GRACE_MS = 3_000;
  */
 export async function runBank(options: BankRunOptions): Promise<void> {
   const scenario = await readScenario(options.inputPath);
-  const output = await AtomicFile.reserve(options.outputPath).catch((error: Error) => {
-    throw new InputError(options.outputPath, "", `cannot write output: ${error.message}`);
-  });
+  const reserve = (path: string, what: string) =>
+    AtomicFile.reserve(path).catch((error: Error) => {
+      throw new InputError(path, "", `cannot write ${what}: ${error.message}`);
+    });
+  const output = await reserve(options.outputPath, "output");
+  const history = options.historyPath === undefined
+    ? undefined
+    : await reserve(options.historyPath, "history").catch(async (error) => {
+      await output.discard();
+      throw error;
+    });
   try {
-    const results = await runProcesses(scenario, options);
+    const { results, finals } = await runProcesses(scenario, options);
     await output.commit(renderOutput(results, options.format));
+    await history?.commit(renderHistory(toHistory(scenario, results, finals)));
   } catch (error) {
     await output.discard();
+    await history?.discard();
     throw error;
   }
 }
 
-async function runProcesses(scenario: Scenario, options: BankRunOptions): Promise<EntryResult[]> {
+/** The run's history: each reply with the event it answered, in input order, then the final states. */
+function toHistory(
+  scenario: Scenario,
+  results: readonly TimedResult[],
+  finals: readonly HistoryFinal[],
+): History {
+  const requests = results.flatMap((result, entry) =>
+    result.recv.map((reply, event): HistoryRequest => {
+      const asked = scenario.customers[entry]?.events[event];
+      assert(
+        asked !== undefined,
+        `a reply for event ${event} of entry ${entry}, which the input does not have`,
+      );
+      return {
+        type: "request",
+        customer: result.id,
+        entry,
+        event,
+        eventId: asked.id ?? null,
+        branch: asked.branch,
+        interface: asked.interface,
+        amount: asked.amount,
+        invoke: reply.invoke,
+        complete: reply.complete,
+        success: reply.success,
+        balance: reply.balance,
+        position: reply.position,
+      };
+    })
+  );
+  return { branches: scenario.branches.map(({ id, balance }) => ({ id, balance })), requests, finals };
+}
+
+async function runProcesses(
+  scenario: Scenario,
+  options: BankRunOptions,
+): Promise<{ results: TimedResult[]; finals: readonly HistoryFinal[] }> {
   const { supervisor } = options;
   try {
     const { customer, branches } = startChildren(scenario, options);
@@ -89,8 +140,9 @@ async function runProcesses(scenario: Scenario, options: BankRunOptions): Promis
     await supervisor.within(everyBranchServing(customer), options.startTimeoutMs, "every branch serving");
     options.log(`all ${branches.length} branches serving; customer process is pid ${customer.pid}`);
     const results = await supervisor.race(collectResults(customer, scenario.customers.length));
+    const finals = options.historyPath === undefined ? [] : await supervisor.race(finalStates(customer));
     options.log(`all ${results.length} customer entries done`);
-    return results;
+    return { results, finals };
   } finally {
     await supervisor.stopAll(STOP_GRACE_MS);
     options.log("every process stopped");
@@ -136,7 +188,11 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
     { job: true },
   );
   // Not awaited here: a failed write is a dead customer process, which the supervisor reports.
-  customer.send(JSON.stringify({ input: scenarioToJson(scenario) } satisfies CustomerInput)).catch(() => {});
+  const input: CustomerInput = {
+    input: scenarioToJson(scenario),
+    finalStates: options.historyPath !== undefined,
+  };
+  customer.send(JSON.stringify(input)).catch(() => {});
   return { customer, branches };
 }
 
@@ -158,14 +214,20 @@ async function listeningAddress(child: Child): Promise<string> {
 }
 
 /** The customer process's results, one line per entry; the run needs no more from it after the last. */
-async function collectResults(customer: Child, expected: number): Promise<EntryResult[]> {
-  const results: EntryResult[] = [];
+async function finalStates(customer: Child): Promise<readonly HistoryFinal[]> {
+  const line = await customer.nextLine();
+  if (line === undefined) throw await customer.failure(" before it reported the branches' final states");
+  return (JSON.parse(line) as CustomerFinals).finals;
+}
+
+async function collectResults(customer: Child, expected: number): Promise<TimedResult[]> {
+  const results: TimedResult[] = [];
   while (results.length < expected) {
     const line = await customer.nextLine();
     if (line === undefined) {
       throw await customer.failure(` after ${results.length} of ${expected} customer entries`);
     }
-    results.push(JSON.parse(line) as EntryResult);
+    results.push(JSON.parse(line) as TimedResult);
   }
   return results;
 }

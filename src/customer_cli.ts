@@ -12,7 +12,8 @@
  */
 
 import { addressFlags, durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
-import { connectAll, runCustomers, waitUntilServing } from "./customer_run.ts";
+import { connectAll, finalStates, runCustomers, waitUntilServing } from "./customer_run.ts";
+import type { HistoryFinal } from "./history.ts";
 import { readScenario, type Scenario, validateScenario } from "./input.ts";
 import { type Format, FORMATS, renderOutput } from "./output.ts";
 import { readLines } from "./lines.ts";
@@ -33,6 +34,13 @@ Runs the customer entries of INPUT, one after another, against running branches,
 /** The first line `main` sends a customer process on its standard input: the input, as validated by main. */
 export interface CustomerInput {
   readonly input: unknown;
+  /** Whether to query every branch's final state once the customers are done (for a history). */
+  readonly finalStates: boolean;
+}
+
+/** The line the customer process prints after the last entry's, when asked for final states. */
+export interface CustomerFinals {
+  readonly finals: readonly HistoryFinal[];
 }
 
 /** One of the next lines, one per branch, sent as soon as that branch listens. */
@@ -67,7 +75,7 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
   const startTimeoutMs = durationFlag("start-timeout-ms", values["start-timeout-ms"], 30_000);
   if (values["plan-stdin"]) {
     const lines = readLines(Deno.stdin.readable);
-    const { input } = JSON.parse(await nextLine(lines)) as CustomerInput;
+    const { input, finalStates: finals } = JSON.parse(await nextLine(lines)) as CustomerInput;
     const scenario = validateScenario(input, "plan");
     using clients = disposable(new Map());
     // This process is main's readiness check (main itself never loads grpc-js). Each branch is watched
@@ -90,6 +98,10 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
       deadlineMs,
       onResult: (result) => console.log(JSON.stringify(result)),
     });
+    if (finals) {
+      const line: CustomerFinals = { finals: await finalStates(clients.map, deadlineMs) };
+      console.log(JSON.stringify(line));
+    }
     return 0;
   }
   const format = (values.format ?? "json") as Format;

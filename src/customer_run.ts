@@ -6,16 +6,31 @@
  */
 
 import type { CustomerEntry, Event } from "./input.ts";
+import type { HistoryFinal } from "./history.ts";
 import type { EntryResult, Reply } from "./output.ts";
 import { BranchClient, RpcError, type WireResponse } from "./transport.ts";
 import { units } from "./wire_codec.ts";
+
+/** A reply with what a run's history records of it (see src/history.ts). */
+export interface TimedReply extends Reply {
+  /** The log position the reply reflects. */
+  readonly position: number;
+  /** When the request was sent and its reply came, in ms of this process's monotonic clock. */
+  readonly invoke: number;
+  readonly complete: number;
+}
+
+/** What one customer entry received, with the history's details of each reply. */
+export interface TimedResult extends EntryResult {
+  readonly recv: readonly TimedReply[];
+}
 
 /** How customers call branches. */
 export interface CustomerRunOptions {
   /** Deadline of each request. */
   readonly deadlineMs: number;
   /** Called with each entry's result as soon as it is complete. */
-  readonly onResult?: (result: EntryResult) => void;
+  readonly onResult?: (result: TimedResult) => void;
 }
 
 /** A customer's request failed; the message names the customer, the event and the branch. */
@@ -60,10 +75,10 @@ export async function runCustomers(
   entries: readonly CustomerEntry[],
   clients: ReadonlyMap<number, BranchClient>,
   options: CustomerRunOptions,
-): Promise<EntryResult[]> {
-  const results: EntryResult[] = [];
+): Promise<TimedResult[]> {
+  const results: TimedResult[] = [];
   for (const entry of entries) {
-    const recv: Reply[] = [];
+    const recv: TimedReply[] = [];
     for (const [index, event] of entry.events.entries()) {
       const client = clients.get(event.branch);
       if (client === undefined) throw new CustomerError(`no address for branch ${event.branch}`);
@@ -76,11 +91,30 @@ export async function runCustomers(
   return results;
 }
 
-async function send(client: BranchClient, customer: number, index: number, event: Event, deadlineMs: number) {
+/** Each branch's balance and applied log position, by a query to each (for a history's final lines). */
+export function finalStates(
+  clients: ReadonlyMap<number, BranchClient>,
+  deadlineMs: number,
+): Promise<HistoryFinal[]> {
+  return Promise.all([...clients].map(async ([branch, client]) => {
+    const event = { id: undefined, interface: "query", amount: 0, branch } as const;
+    const { balance, position } = await send(client, 0, 0, event, deadlineMs);
+    return { type: "final", branch, balance, position } as const;
+  }));
+}
+
+async function send(
+  client: BranchClient,
+  customer: number,
+  index: number,
+  event: Event,
+  deadlineMs: number,
+): Promise<TimedReply> {
   const where = `customer ${customer}, event ${
     event.id ?? `#${index}`
   } (${event.interface} at branch ${event.branch})`;
   let response: WireResponse;
+  const invoke = performance.now();
   try {
     response = await client.deliver({
       id: event.id !== undefined && event.id <= 2 ** 31 - 1 ? event.id : 0,
@@ -92,9 +126,11 @@ async function send(client: BranchClient, customer: number, index: number, event
   } catch (error) {
     throw new CustomerError(`${where}: ${error instanceof Error ? error.message : String(error)}`);
   }
+  const complete = performance.now();
   const balance = units(response.balance);
-  if (response.interface !== event.interface || balance === undefined) {
+  const position = units(response.position);
+  if (response.interface !== event.interface || balance === undefined || position === undefined) {
     throw new CustomerError(`${where}: malformed reply ${JSON.stringify(response)}`);
   }
-  return { interface: event.interface, success: response.success, balance };
+  return { interface: event.interface, success: response.success, balance, position, invoke, complete };
 }

@@ -22,6 +22,7 @@ received to the output file.
 
   --output PATH        where to write the output (default output.txt); written only after a successful run
   --format F           ${FORMATS.join(", ")} (default json)
+  --history PATH       also write the run's history, one JSON line per request, for main.ts check
   --port-base N        branch ID listens on 127.0.0.1:N+ID (default: free ports)
   --deadline-ms MS     deadline of each request (default 10000); an update forwarded to the primary
                        gets half of it, and an entry sent to a backup a quarter
@@ -94,6 +95,7 @@ export async function guarded(
 async function runMain(args: readonly string[]): Promise<number> {
   const { values, positionals } = parseFlags(args, {
     output: { type: "string" },
+    history: { type: "string" },
     format: { type: "string" },
     "port-base": { type: "string" },
     "deadline-ms": { type: "string" },
@@ -117,6 +119,7 @@ async function runMain(args: readonly string[]): Promise<number> {
     await runBank({
       inputPath: positionals[0] as string,
       outputPath: values.output ?? "output.txt",
+      historyPath: values.history,
       format,
       portBase: values["port-base"] === undefined
         ? undefined
