@@ -8,11 +8,16 @@
  *
  * The protocol of this version: one branch, the **primary** (the lowest id), orders every update; the
  * others are **backups**. A backup forwards each deposit or withdrawal it receives to the primary. The
- * primary decides it against its balance, gives it the next **log position**, applies it, sends it as an
- * **entry** to every backup at once, and answers (the customer, or the backup that forwarded it) once every
- * backup has applied the entry. Each backup applies entries strictly in position order. Since only the
- * primary decides, and every replica applies the same updates in the same order, customers acting one at
- * a time always find every replica holding the same balance.
+ * primary decides it against its balance, gives it the next **log position**, applies it, and sends it as
+ * an **entry** to every backup at once. Each backup applies entries strictly in position order.
+ *
+ * An entry is **committed** once every backup has applied it and every entry before it. The primary
+ * answers an update (the customer, or the backup that forwarded it) only once the update is committed,
+ * and a failed update once everything it was decided against is. A query is answered at the primary's
+ * commit position: the primary answers at once; a backup first asks the primary for that position (a
+ * **read index**), and answers with its own balance there. So everything a customer was told has happened
+ * is in every later answer, whichever branch gives it: the replies are linearizable, with concurrent
+ * customers too. The safety argument, rule by rule, is in the README's protocol section.
  *
  * @module
  */
@@ -37,6 +42,8 @@ export interface Entry {
   /** 1, 2, 3, ...: the order in which every replica applies updates. */
   readonly position: number;
   readonly update: Update;
+  /** The primary's commit position when it sent the entry; a backup forgets older balances by it. */
+  readonly commit: number;
 }
 
 /** The gRPC status a refusal travels as. */
@@ -68,6 +75,8 @@ export type BranchInput =
   }
   /** At the primary: backup `from` forwards a customer's update. */
   | { readonly type: "forward"; readonly requestId: number; readonly from: number; readonly update: Update }
+  /** At the primary: a backup asks for the commit position, to answer a query at. */
+  | { readonly type: "readIndex"; readonly requestId: number }
   /** At a backup: the primary sends the next entry of the log. */
   | { readonly type: "entry"; readonly requestId: number; readonly entry: Entry }
   /** At the primary: `backup` applied the entry at `position`, or failed to. */
@@ -83,6 +92,13 @@ export type BranchInput =
     readonly requestId: number;
     readonly decision: Decision | undefined;
     readonly refusal: Refusal | undefined;
+  }
+  /** At a backup: the primary's commit position for the query `requestId`, or why there is none. */
+  | {
+    readonly type: "indexed";
+    readonly requestId: number;
+    readonly commit: number | undefined;
+    readonly refusal: Refusal | undefined;
   };
 
 /** What the core asks the driver to do. */
@@ -96,27 +112,32 @@ export type BranchOutput =
     readonly balance: number;
     /**
      * The log position the reply reflects: for an update that succeeded, its own position; for a failed
-     * update or a query, the last position applied when it was decided or read (0 before the first).
+     * update, the last position it was decided after; for a query, the commit position it was read at.
      */
     readonly position: number;
   }
   /** Answer the entry `requestId`: applied, leaving this replica at `balance`. */
   | { readonly type: "ack"; readonly requestId: number; readonly balance: number; readonly position: number }
+  /** Answer the read index request `requestId` with the commit position. */
+  | { readonly type: "index"; readonly requestId: number; readonly commit: number }
   /** Answer the inbound call `requestId` with an error status. */
   | { readonly type: "refuse"; readonly requestId: number; readonly refusal: Refusal }
   /** At the primary: send `entry` to backup `to`; feed its outcome back as a `replicated` input. */
   | { readonly type: "replicate"; readonly to: number; readonly entry: Entry }
   /** At a backup: send `update` to the primary; feed its outcome back as a `decided` input. */
-  | { readonly type: "forward"; readonly requestId: number; readonly update: Update };
+  | { readonly type: "forward"; readonly requestId: number; readonly update: Update }
+  /** At a backup: ask the primary for its commit position; feed the answer back as `indexed`. */
+  | { readonly type: "askIndex"; readonly requestId: number };
 
-/** At the primary: an entry applied here whose answer waits for the backups. */
-export interface Replicating {
-  /** The request or forward to answer once every backup has applied the entry. */
+/** At the primary: an answer waiting for the commit position to reach `position`. */
+export interface Waiting {
+  readonly position: number;
+  /** The request or forward to answer. */
   readonly requestId: number;
   readonly interface: Interface;
-  /** The balance to answer with: the primary's balance right after applying the entry. */
+  readonly success: boolean;
+  /** The primary's balance right after `position`. */
   readonly balance: number;
-  readonly awaiting: ReadonlySet<number>;
 }
 
 /** A branch's whole protocol state. */
@@ -132,9 +153,20 @@ export interface BranchState {
   readonly balance: number;
   /** The position of the last entry applied here; 0 before the first. */
   readonly position: number;
-  /** At the primary: entries waiting for backups, by position. */
-  readonly replicating: ReadonlyMap<number, Replicating>;
-  /** At a backup: forwarded requests waiting for the primary's decision, by request id. */
+  /**
+   * At the primary, the last position every replica has applied, with every one before it; at a backup,
+   * the last such position it has heard of. Never more than `position`.
+   */
+  readonly commit: number;
+  /** This replica's balance after each position from `commit` to `position`. */
+  readonly balances: ReadonlyMap<number, number>;
+  /** At the primary: for each position not yet committed, the backups that have not applied it. */
+  readonly awaiting: ReadonlyMap<number, ReadonlySet<number>>;
+  /** At the primary: positions whose replication failed; the commit position never passes them. */
+  readonly failed: ReadonlySet<number>;
+  /** At the primary: answers held until the commit position reaches theirs, in position order. */
+  readonly waiting: readonly Waiting[];
+  /** At a backup: forwarded updates waiting for the primary's decision, by request id. */
   readonly forwarded: ReadonlyMap<number, Interface>;
 }
 
@@ -166,7 +198,11 @@ export function initialState(id: number, balance: number, peers: readonly number
     backups: id === primary ? [...peers] : [],
     balance,
     position: 0,
-    replicating: new Map(),
+    commit: 0,
+    balances: new Map([[0, balance]]),
+    awaiting: new Map(),
+    failed: new Set(),
+    waiting: [],
     forwarded: new Map(),
   };
 }
@@ -180,24 +216,25 @@ export function isPrimary(state: BranchState): boolean {
 export function step(state: BranchState, input: BranchInput): Step {
   switch (input.type) {
     case "request":
-      if (input.interface === "query") {
-        return { state, outbox: [reply(input.requestId, "query", true, state.balance, state.position)] };
-      }
+      if (input.interface === "query") return query(state, input.requestId);
       return isPrimary(state)
         ? sequence(state, input.requestId, { kind: input.interface, amount: input.amount })
         : forward(state, input.requestId, { kind: input.interface, amount: input.amount });
     case "forward":
-      if (!isPrimary(state)) {
-        return refuse(state, input.requestId, "INVALID_ARGUMENT", `branch ${state.id} is not the primary`);
-      }
+      if (!isPrimary(state)) return notPrimary(state, input.requestId);
       assert(state.backups.includes(input.from), `branch ${input.from} is not a backup`);
       return sequence(state, input.requestId, input.update);
+    case "readIndex":
+      if (!isPrimary(state)) return notPrimary(state, input.requestId);
+      return { state, outbox: [{ type: "index", requestId: input.requestId, commit: state.commit }] };
     case "entry":
       return applyEntry(state, input.requestId, input.entry);
     case "replicated":
-      return maybeAnswer(state, input.position, input.backup, input.refusal);
+      return replicated(state, input.position, input.backup, input.refusal);
     case "decided":
       return answerForwarded(state, input.requestId, input.decision, input.refusal);
+    case "indexed":
+      return answerQuery(state, input.requestId, input.commit, input.refusal);
   }
 }
 
@@ -207,23 +244,46 @@ export function applied(balance: number, update: Update): number | undefined {
   return next >= 0 && Number.isSafeInteger(next) ? next : undefined;
 }
 
-/** At the primary: decide `update`, and if it succeeds, apply it and send it to every backup. */
+/**
+ * A query. The primary answers at its commit position: everything committed has been answered to nobody
+ * yet or is in every replica, and nothing after it has been answered to anybody (replies wait for the
+ * commit), so no later answer anywhere can reflect less. A backup asks the primary for that position.
+ */
+function query(state: BranchState, requestId: number): Step {
+  if (!isPrimary(state)) return { state, outbox: [{ type: "askIndex", requestId }] };
+  return { state, outbox: [reply(requestId, "query", true, balanceAt(state, state.commit), state.commit)] };
+}
+
+/** At the primary: decide `update` against everything sequenced so far, and sequence it if it succeeds. */
 function sequence(state: BranchState, requestId: number, update: Update): Step {
+  if (state.failed.size > 0) {
+    const message = `position ${
+      Math.min(...state.failed)
+    } failed to replicate, so nothing after it can commit`;
+    return refuse(state, requestId, "UNAVAILABLE", message);
+  }
   const balance = applied(state.balance, update);
-  // Decided once, here, in log order: a failed update changes nothing and takes no position.
   if (balance === undefined) {
-    return { state, outbox: [reply(requestId, update.kind, false, state.balance, state.position)] };
+    // Decided once, here, in log order: a failed update changes nothing and takes no position. Its answer
+    // reflects every position it was decided after, so it too waits for them to be committed.
+    const answer = {
+      position: state.position,
+      requestId,
+      interface: update.kind,
+      success: false,
+      balance: state.balance,
+    };
+    return release({ ...state, waiting: [...state.waiting, answer] }, []);
   }
   const position = state.position + 1;
-  const next = { ...state, balance, position };
-  if (state.backups.length === 0) {
-    return { state: next, outbox: [reply(requestId, update.kind, true, balance, position)] };
-  }
-  const replicating = new Map(state.replicating);
-  replicating.set(position, { requestId, interface: update.kind, balance, awaiting: new Set(state.backups) });
-  const entry: Entry = { view: state.view, position, update };
-  const outbox = state.backups.map((to): BranchOutput => ({ type: "replicate", to, entry }));
-  return { state: { ...next, replicating }, outbox };
+  const balances = new Map(state.balances).set(position, balance);
+  const awaiting = state.backups.length === 0
+    ? state.awaiting
+    : new Map(state.awaiting).set(position, new Set(state.backups));
+  const answer = { position, requestId, interface: update.kind, success: true, balance };
+  const next = { ...state, balance, position, balances, awaiting, waiting: [...state.waiting, answer] };
+  const entry: Entry = { view: state.view, position, update, commit: state.commit };
+  return release(next, state.backups.map((to): BranchOutput => ({ type: "replicate", to, entry })));
 }
 
 /** At a backup: hand `update` to the primary and wait for its decision. */
@@ -240,12 +300,8 @@ function applyEntry(state: BranchState, requestId: number, entry: Entry): Step {
     return refuse(state, requestId, "INVALID_ARGUMENT", `branch ${state.id} is the primary`);
   }
   if (entry.view !== state.view) {
-    return refuse(
-      state,
-      requestId,
-      "ABORTED",
-      `entry of view ${entry.view}, but branch ${state.id} is in view ${state.view}`,
-    );
+    const message = `entry of view ${entry.view}, but branch ${state.id} is in view ${state.view}`;
+    return refuse(state, requestId, "ABORTED", message);
   }
   if (entry.position !== state.position + 1) {
     const message = `entry at position ${entry.position}, but branch ${state.id} expects position ` +
@@ -260,45 +316,92 @@ function applyEntry(state: BranchState, requestId: number, entry: Entry): Step {
       `balance ${state.balance}: the replicas have diverged`;
     return refuse(state, requestId, "ABORTED", message);
   }
+  const next = {
+    ...state,
+    balance,
+    position: entry.position,
+    balances: new Map(state.balances).set(entry.position, balance),
+  };
   return {
-    state: { ...state, balance, position: entry.position },
+    state: learnCommit(next, Math.min(entry.commit, entry.position)),
     outbox: [{ type: "ack", requestId, balance, position: entry.position }],
   };
 }
 
-/** At the primary: count `backup`'s answer for `position`; answer once every backup has applied it. */
-function maybeAnswer(
+/** At the primary: count `backup`'s answer for `position`, and commit what every backup has applied. */
+function replicated(
   state: BranchState,
   position: number,
   backup: number,
   refusal: Refusal | undefined,
 ): Step {
-  const waiting = state.replicating.get(position);
-  // Unknown: an earlier refusal already answered this entry's request; later outcomes have nobody to tell.
-  if (waiting === undefined) return { state, outbox: [] };
-  assert(waiting.awaiting.has(backup), `branch ${backup} answered position ${position} twice`);
-  const replicating = new Map(state.replicating);
-  replicating.delete(position);
+  const left = state.awaiting.get(position);
+  // Unknown: the position failed already; later outcomes change nothing.
+  if (left === undefined) return { state, outbox: [] };
+  assert(left.has(backup), `branch ${backup} answered position ${position} twice`);
+  const awaiting = new Map(state.awaiting);
   if (refusal !== undefined) {
+    // The entry is applied here and maybe at some backups, and can never be committed: the answer it
+    // waits for, and every later one, is refused, and the run is broken (failover is for a later version).
+    awaiting.delete(position);
+    const failed = new Set(state.failed).add(position);
     const message = `replication to branch ${backup} failed: ${refusal.message}`;
+    const refused = state.waiting.filter((answer) => answer.position >= position);
     return {
-      state: { ...state, replicating },
-      outbox: [{ type: "refuse", requestId: waiting.requestId, refusal: { ...refusal, message } }],
+      state: {
+        ...state,
+        awaiting,
+        failed,
+        waiting: state.waiting.filter((answer) => answer.position < position),
+      },
+      outbox: refused.map((answer): BranchOutput => ({
+        type: "refuse",
+        requestId: answer.requestId,
+        refusal: { ...refusal, message },
+      })),
     };
   }
-  const awaiting = new Set(waiting.awaiting);
-  awaiting.delete(backup);
-  if (awaiting.size > 0) {
-    replicating.set(position, { ...waiting, awaiting });
-    return { state: { ...state, replicating }, outbox: [] };
-  }
+  const rest = new Set(left);
+  rest.delete(backup);
+  if (rest.size > 0) awaiting.set(position, rest);
+  else awaiting.delete(position);
+  let commit = state.commit;
+  while (commit < state.position && !awaiting.has(commit + 1) && !state.failed.has(commit + 1)) commit++;
+  return release(learnCommit({ ...state, awaiting }, commit), []);
+}
+
+/** At the primary: sends every held answer whose position is committed, in order; adds them to `outbox`. */
+function release(state: BranchState, outbox: readonly BranchOutput[]): Step {
+  // With no backups, everything applied here is committed at once.
+  const current = state.backups.length === 0 ? learnCommit(state, state.position) : state;
+  const ready = current.waiting.filter((answer) => answer.position <= current.commit);
+  if (ready.length === 0) return { state: current, outbox };
   return {
-    state: { ...state, replicating },
-    outbox: [reply(waiting.requestId, waiting.interface, true, waiting.balance, position)],
+    state: { ...current, waiting: current.waiting.filter((answer) => answer.position > current.commit) },
+    outbox: [
+      ...outbox,
+      ...ready.map((answer) =>
+        reply(answer.requestId, answer.interface, answer.success, answer.balance, answer.position)
+      ),
+    ],
   };
 }
 
-/** At a backup: answer a forwarded request with the primary's decision, or with why there is none. */
+/** Moves the commit position up to `commit` (never down), forgetting balances before it. */
+function learnCommit(state: BranchState, commit: number): BranchState {
+  if (commit <= state.commit) return state;
+  const balances = new Map([...state.balances].filter(([position]) => position >= commit));
+  return { ...state, commit, balances };
+}
+
+/** This replica's balance right after `position`, which must be from its commit position on. */
+function balanceAt(state: BranchState, position: number): number {
+  const balance = state.balances.get(position);
+  assert(balance !== undefined, `branch ${state.id} has no balance for position ${position}`);
+  return balance;
+}
+
+/** At a backup: answer a forwarded update with the primary's decision, or with why there is none. */
 function answerForwarded(
   state: BranchState,
   requestId: number,
@@ -315,9 +418,37 @@ function answerForwarded(
     return refuse(next, requestId, why.code, `forward to the primary failed: ${why.message}`);
   }
   return {
-    state: next,
+    state: learnCommit(next, Math.min(decision.position, next.position)),
     outbox: [reply(requestId, kind, decision.success, decision.balance, decision.position)],
   };
+}
+
+/**
+ * At a backup: answer a query at the primary's commit position. The primary commits a position only once
+ * every backup has applied it, and this backup's answer to the entry went before the primary's answer to
+ * the read index (one stream each way), so this replica has applied it.
+ */
+function answerQuery(
+  state: BranchState,
+  requestId: number,
+  commit: number | undefined,
+  refusal: Refusal | undefined,
+): Step {
+  if (commit === undefined) {
+    const why = refusal ?? { code: "INTERNAL", message: "the primary gave no commit position" };
+    return refuse(state, requestId, why.code, `read index from the primary failed: ${why.message}`);
+  }
+  if (commit > state.position || commit < state.commit) {
+    const message = `the primary's commit position ${commit} is outside what branch ${state.id} holds ` +
+      `(${state.commit} to ${state.position})`;
+    return refuse(state, requestId, "ABORTED", message);
+  }
+  const next = learnCommit(state, commit);
+  return { state: next, outbox: [reply(requestId, "query", true, balanceAt(next, commit), commit)] };
+}
+
+function notPrimary(state: BranchState, requestId: number): Step {
+  return refuse(state, requestId, "INVALID_ARGUMENT", `branch ${state.id} is not the primary`);
 }
 
 function reply(

@@ -43,7 +43,7 @@ export interface BranchNodeOptions {
 }
 
 /** The outputs that answer an inbound call with a value. */
-type Answering = Extract<BranchOutput, { type: "reply" | "ack" }>;
+type Answering = Extract<BranchOutput, { type: "reply" | "ack" | "index" }>;
 
 /** An inbound call the core has not answered yet. */
 interface OpenCall {
@@ -215,22 +215,27 @@ export class BranchNode {
 
   /** Feeds the requests arriving on the link with `peer` to the core: forwards and entries. */
   #linkHandler(peer: number): LinkRequestHandler {
-    return (request) => {
-      const decoded = request.kind === "entry" ? decodeEntry(request.entry) : decodeForward(request.forward);
-      if (!decoded.ok) return Promise.reject(new RpcError(decoded.refusal.code, decoded.refusal.message));
-      const input = request.kind === "entry"
-        ? (requestId: number): BranchInput => ({ type: "entry", requestId, entry: decoded.value as Entry })
-        : (requestId: number): BranchInput => ({
-          type: "forward",
-          requestId,
-          from: peer,
-          update: decoded.value as Update,
-        });
-      return this.#call(input, (output): LinkAnswer => ({
+    const answer = (output: Answering): LinkAnswer =>
+      output.type === "index" ? { success: true, balance: 0, position: output.commit } : {
         success: output.type === "reply" ? output.success : true,
         balance: output.balance,
         position: output.position,
-      }));
+      };
+    return (request) => {
+      if (request.kind === "read") {
+        return this.#call((requestId) => ({ type: "readIndex", requestId }), answer);
+      }
+      if (request.kind === "entry") {
+        const entry = decodeEntry(request.entry);
+        if (!entry.ok) return Promise.reject(new RpcError(entry.refusal.code, entry.refusal.message));
+        return this.#call((requestId) => ({ type: "entry", requestId, entry: entry.value }), answer);
+      }
+      const update = decodeForward(request.forward);
+      if (!update.ok) return Promise.reject(new RpcError(update.refusal.code, update.refusal.message));
+      return this.#call(
+        (requestId) => ({ type: "forward", requestId, from: peer, update: update.value }),
+        answer,
+      );
     };
   }
 
@@ -258,6 +263,7 @@ export class BranchNode {
     switch (output.type) {
       case "reply":
       case "ack":
+      case "index":
         return this.#take(output.requestId)?.answer(output);
       case "refuse":
         return this.#take(output.requestId)?.reject(
@@ -267,6 +273,8 @@ export class BranchNode {
         return this.#replicate(output.to, output.entry);
       case "forward":
         return this.#forward(output.requestId, output.update);
+      case "askIndex":
+        return this.#askIndex(output.requestId);
     }
   }
 
@@ -283,9 +291,18 @@ export class BranchNode {
     return link;
   }
 
+  #askIndex(requestId: number): void {
+    const primary = (this.#state as BranchState).primary;
+    this.#link(primary).send({ read: {} }, this.#options.forwardDeadlineMs).then(
+      ({ position }) => this.#feed({ type: "indexed", requestId, commit: position, refusal: undefined }),
+      (error: RpcError) =>
+        this.#feed({ type: "indexed", requestId, commit: undefined, refusal: refusal(error) }),
+    );
+  }
+
   #replicate(backup: number, entry: Entry): void {
-    const { view, position, update } = entry;
-    const message = { entry: { view, position, interface: update.kind, amount: update.amount } };
+    const { view, position, update, commit } = entry;
+    const message = { entry: { view, position, interface: update.kind, amount: update.amount, commit } };
     this.#link(backup).send(message, Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2))).then(
       () => this.#feed({ type: "replicated", position, backup, refusal: undefined }),
       (error: RpcError) => this.#feed({ type: "replicated", position, backup, refusal: refusal(error) }),

@@ -36,6 +36,7 @@ export interface WireEntry {
   readonly position: number;
   readonly interface: string;
   readonly amount: number;
+  readonly commit: number;
 }
 
 /** `Forward` of proto/bank.proto as grpc-js decodes it. */
@@ -47,12 +48,14 @@ export interface WireForward {
 /** A request on a link, as grpc-js decodes it: `kind` names the one that is set. */
 export type WireLinkRequest =
   | { readonly kind: "entry"; readonly entry: WireEntry }
-  | { readonly kind: "forward"; readonly forward: WireForward };
+  | { readonly kind: "forward"; readonly forward: WireForward }
+  | { readonly kind: "read"; readonly read: Record<string, never> };
 
 /** A request to send on a link. */
 export type OutgoingLinkRequest =
   | { readonly entry: WireEntry }
-  | { readonly forward: WireForward };
+  | { readonly forward: WireForward }
+  | { readonly read: Record<string, never> };
 
 /** What a link request is answered with, when it is carried out (`Answer` without its error fields). */
 export interface LinkAnswer {

@@ -54,8 +54,12 @@ export function decodeEntry(wire: WireEntry): Decoded<Entry> {
   if (position === undefined || position === 0) {
     return invalid(`position must be a whole number from 1, got ${wire.position}`);
   }
+  const commit = units(wire.commit);
+  if (commit === undefined || commit >= position) {
+    return invalid(`commit must be a whole number below the position, got ${wire.commit}`);
+  }
   const update = decodeUpdate(wire.interface, wire.amount);
-  return update.ok ? { ok: true, value: { view, position, update: update.value } } : update;
+  return update.ok ? { ok: true, value: { view, position, update: update.value, commit } } : update;
 }
 
 function decodeUpdate(kind: string, value: number): Decoded<Update> {

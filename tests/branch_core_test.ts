@@ -1,5 +1,7 @@
 import { assertEquals, assertOk } from "./_assert.ts";
 import { Random } from "./_random.ts";
+import { checkHistory } from "../src/checker.ts";
+import type { HistoryRequest } from "../src/history.ts";
 import {
   type BranchInput,
   type BranchOutput,
@@ -38,10 +40,16 @@ const withdraw = (requestId: number, amount: number): BranchInput => ({
   amount,
 });
 
-const entry = (requestId: number, position: number, update: Update, view = 0): BranchInput => ({
+const entry = (requestId: number, position: number, update: Update, view = 0, commit = 0): BranchInput => ({
   type: "entry",
   requestId,
-  entry: { view, position, update },
+  entry: { view, position, update, commit },
+});
+const query = (requestId: number): BranchInput => ({
+  type: "request",
+  requestId,
+  interface: "query",
+  amount: 0,
 });
 const replicated = (position: number, backup: number): BranchInput => ({
   type: "replicated",
@@ -61,29 +69,77 @@ Deno.test("initialState() makes the lowest id the primary, with every other bran
   assertOk(!isPrimary(backup));
 });
 
-Deno.test("step() answers a query with the balance, at the primary or a backup, and sends nothing else", () => {
-  for (const id of [1, 2]) {
-    const { outbox } = run(initialState(id, 400, [1, 2, 3].filter((peer) => peer !== id)), [{
-      type: "request",
-      requestId: 7,
-      interface: "query",
-      amount: 0,
-    }]);
-    assertEquals(outbox, [{
-      type: "reply",
-      requestId: 7,
-      interface: "query",
-      success: true,
-      balance: 400,
-      position: 0,
-    }]);
-  }
+Deno.test("the primary answers a query at once, at its commit position", () => {
+  const { outbox } = run(initialState(1, 400, [2, 3]), [query(7)]);
+  assertEquals(outbox, [{
+    type: "reply",
+    requestId: 7,
+    interface: "query",
+    success: true,
+    balance: 400,
+    position: 0,
+  }]);
+});
+
+Deno.test("the primary answers a query at its commit position, not at an update still replicating", () => {
+  const { outbox } = run(initialState(1, 400, [2]), [deposit(1, 10), query(7)]);
+  assertEquals(outbox.at(-1), {
+    type: "reply",
+    requestId: 7,
+    interface: "query",
+    success: true,
+    balance: 400,
+    position: 0,
+  });
+});
+
+Deno.test("a backup answers a query at the primary's commit position, with its own balance there", () => {
+  const backup = run(initialState(2, 400, [1]), [
+    entry(1, 1, { kind: "deposit", amount: 10 }),
+    entry(2, 2, { kind: "deposit", amount: 5 }),
+    query(7),
+  ]);
+  assertEquals(backup.outbox.at(-1), { type: "askIndex", requestId: 7 });
+  const { outbox, state } = run(backup.state, [{
+    type: "indexed",
+    requestId: 7,
+    commit: 1,
+    refusal: undefined,
+  }]);
+  assertEquals(outbox, [{
+    type: "reply",
+    requestId: 7,
+    interface: "query",
+    success: true,
+    balance: 410,
+    position: 1,
+  }]);
+  assertEquals(state.commit, 1);
+  assertEquals([...state.balances.keys()], [1, 2], "balances before the commit position are forgotten");
+});
+
+Deno.test("a backup refuses a query whose commit position it does not hold, or whose read index failed", () => {
+  const asked = run(initialState(2, 400, [1]), [query(7), query(8)]);
+  const { outbox } = run(asked.state, [
+    { type: "indexed", requestId: 7, commit: 1, refusal: undefined },
+    { type: "indexed", requestId: 8, commit: undefined, refusal: { code: "UNAVAILABLE", message: "gone" } },
+  ]);
+  assertEquals(kinds(outbox), ["ABORTED", "UNAVAILABLE"]);
+});
+
+Deno.test("the primary answers a read index with its commit position; a backup refuses one", () => {
+  assertEquals(run(initialState(1, 400, [2]), [{ type: "readIndex", requestId: 3 }]).outbox, [
+    { type: "index", requestId: 3, commit: 0 },
+  ]);
+  assertEquals(kinds(run(initialState(2, 400, [1]), [{ type: "readIndex", requestId: 3 }]).outbox), [
+    "INVALID_ARGUMENT",
+  ]);
 });
 
 Deno.test("the primary applies a deposit, sends it to every backup at once, and replies after the last one", () => {
   const first = run(initialState(1, 400, [2, 3]), [deposit(1, 170)]);
   assertEquals([first.state.balance, first.state.position], [570, 1]);
-  const sent: Entry = { view: 0, position: 1, update: { kind: "deposit", amount: 170 } };
+  const sent: Entry = { view: 0, position: 1, update: { kind: "deposit", amount: 170 }, commit: 0 };
   assertEquals(first.outbox, [
     { type: "replicate", to: 2, entry: sent },
     { type: "replicate", to: 3, entry: sent },
@@ -99,7 +155,32 @@ Deno.test("the primary applies a deposit, sends it to every backup at once, and 
     balance: 570,
     position: 1,
   }]);
-  assertEquals(third.state.replicating.size, 0);
+  assertEquals([third.state.awaiting.size, third.state.commit], [0, 1]);
+});
+
+Deno.test("the primary holds an answer until every position before it is committed too", () => {
+  const both = run(initialState(1, 400, [2]), [deposit(1, 10), deposit(2, 20), replicated(2, 2)]);
+  assertEquals(kinds(both.outbox), ["replicate", "replicate"], "position 2 is applied everywhere, 1 is not");
+  const { outbox, state } = run(both.state, [replicated(1, 2)]);
+  assertEquals(outbox.map((output) => output.type === "reply" && [output.requestId, output.position]), [
+    [1, 1],
+    [2, 2],
+  ]);
+  assertEquals(state.commit, 2);
+});
+
+Deno.test("a failed withdrawal is answered only once what it was decided after is committed", () => {
+  const held = run(initialState(1, 100, [2]), [deposit(1, 10), withdraw(2, 500)]);
+  assertEquals(kinds(held.outbox), ["replicate"]);
+  const { outbox } = run(held.state, [replicated(1, 2)]);
+  assertEquals(outbox.at(-1), {
+    type: "reply",
+    requestId: 2,
+    interface: "withdraw",
+    success: false,
+    balance: 110,
+    position: 1,
+  });
 });
 
 Deno.test("the primary fails a withdrawal larger than its balance: nothing changes or is replicated", () => {
@@ -259,105 +340,261 @@ Deno.test("the primary refuses the request when a backup fails to apply it, and 
   });
   const late = run(first.state, [replicated(1, 3)]);
   assertEquals(late.outbox, [], "the request was already answered");
-  assertEquals(late.state.replicating.size, 0);
+  const after = run(late.state, [deposit(2, 5)]);
+  assertEquals(kinds(after.outbox), ["UNAVAILABLE"], "nothing after a failed position can commit");
+  assertEquals(after.state.commit, 0);
 });
 
 /**
- * A simulated network of cores: customers act one at a time (the sequential contract), while the
- * messages of each request are delivered in a random order, first in first out on each link (as on a
- * stream). Every reply is checked against a sequential ledger, and when it is sent every replica must
- * hold the ledger's balance.
+ * A simulated network of cores. Messages are delivered one at a time in a random order, first in first
+ * out on each link (as on a stream) and on each customer's connection. The clock is the number of
+ * deliveries so far.
  */
-function simulate(seed: number, branchCount: number, operations: number): void {
+class Network {
+  readonly states: Map<number, BranchState>;
+  readonly #random: Random;
+  readonly #inFlight: { readonly channel: string; readonly to: number; readonly input: BranchInput }[] = [];
+  /** Messages between branches, by the request id the receiver got them under. */
+  readonly #sent = new Map<number, { from: number; requestId: number; position: number }>();
+  #nextId = 1_000_000;
+  #clock = 0;
+  /** Customer replies: the request id, the reply, and the time it was delivered. */
+  readonly replies = new Map<number, { reply: Extract<BranchOutput, { type: "reply" }>; at: number }>();
+
+  constructor(seed: number, ids: readonly number[], balance: number) {
+    this.#random = new Random(seed);
+    this.states = new Map(
+      ids.map((id) => [id, initialState(id, balance, ids.filter((peer) => peer !== id))]),
+    );
+  }
+
+  get clock(): number {
+    return this.#clock;
+  }
+
+  /** A customer's request (its id must be below 1,000,000) sent to branch `to`. */
+  request(customer: number, to: number, input: BranchInput): void {
+    this.#inFlight.push({ channel: `customer ${customer}>${to}`, to, input });
+  }
+
+  /** Delivers one message; false when none is in flight. */
+  deliverOne(): boolean {
+    if (this.#inFlight.length === 0) return false;
+    const heads = this.#inFlight.filter((message, index) =>
+      this.#inFlight.findIndex((other) => other.channel === message.channel) === index
+    );
+    const next = this.#random.pick(heads);
+    this.#inFlight.splice(this.#inFlight.indexOf(next), 1);
+    this.#clock++;
+    const result = step(this.states.get(next.to) as BranchState, next.input);
+    this.states.set(next.to, result.state);
+    for (const output of result.outbox) this.#carry(next.to, output);
+    return true;
+  }
+
+  #send(from: number, to: number, requestId: number, position: number, input: (id: number) => BranchInput) {
+    const id = this.#nextId++;
+    this.#sent.set(id, { from, requestId, position });
+    this.#inFlight.push({ channel: `${from}>${to}`, to, input: input(id) });
+  }
+
+  #answer(
+    at: number,
+    requestId: number,
+    input: (sent: { requestId: number; position: number }) => BranchInput,
+  ) {
+    const sent = this.#sent.get(requestId);
+    assertOk(sent !== undefined, `an answer to unknown message ${requestId}`);
+    this.#inFlight.push({ channel: `${at}>${sent.from}`, to: sent.from, input: input(sent) });
+  }
+
+  #carry(at: number, output: BranchOutput): void {
+    const primary = (this.states.get(at) as BranchState).primary;
+    switch (output.type) {
+      case "replicate":
+        return this.#send(at, output.to, 0, output.entry.position, (requestId) => ({
+          type: "entry",
+          requestId,
+          entry: output.entry,
+        }));
+      case "forward":
+        return this.#send(at, primary, output.requestId, 0, (requestId) => ({
+          type: "forward",
+          requestId,
+          from: at,
+          update: output.update,
+        }));
+      case "askIndex":
+        return this.#send(
+          at,
+          primary,
+          output.requestId,
+          0,
+          (requestId) => ({ type: "readIndex", requestId }),
+        );
+      case "ack":
+        return this.#answer(at, output.requestId, ({ position }) => ({
+          type: "replicated",
+          position,
+          backup: at,
+          refusal: undefined,
+        }));
+      case "index":
+        return this.#answer(at, output.requestId, ({ requestId }) => ({
+          type: "indexed",
+          requestId,
+          commit: output.commit,
+          refusal: undefined,
+        }));
+      case "reply":
+        if (output.requestId >= 1_000_000) {
+          const { success, balance, position } = output;
+          return this.#answer(at, output.requestId, ({ requestId }) => ({
+            type: "decided",
+            requestId,
+            decision: { success, balance, position },
+            refusal: undefined,
+          }));
+        }
+        this.replies.set(output.requestId, { reply: output, at: this.#clock });
+        return;
+      case "refuse":
+        throw new Error(`branch ${at} refused ${output.requestId}: ${output.refusal.message}`);
+    }
+  }
+}
+
+/**
+ * Customers act one at a time (the sequential contract). Every reply is checked against a sequential
+ * ledger, and when it is sent every replica that answers queries must agree with the ledger.
+ */
+function simulateSequential(seed: number, branchCount: number, operations: number): void {
   const random = new Random(seed);
   const ids = Array.from({ length: branchCount }, (_, index) => index + 1);
-  const states = new Map(ids.map((id) => [id, initialState(id, 100, ids.filter((peer) => peer !== id))]));
+  const network = new Network(seed, ids, 100);
   let ledger = 100;
   let logLength = 0;
-  let nextId = 1;
-  /** Every message in flight, oldest first, with the link (or customer connection) it travels on. */
-  const inFlight: { readonly channel: string; readonly to: number; readonly input: BranchInput }[] = [];
-  const send = (from: number | string, to: number, input: BranchInput) =>
-    inFlight.push({ channel: `${from}>${to}`, to, input });
-  /** Entries sent, by the request id the backup got them under. */
-  const entries = new Map<number, { primary: number; position: number }>();
-  /** Forwards sent, by the request id the primary got them under. */
-  const forwards = new Map<number, { backup: number; requestId: number }>();
   for (let operation = 0; operation < operations; operation++) {
     const where = `seed ${seed}, operation ${operation}`;
-    const at = random.pick(ids);
     const kind = random.pick(["query", "deposit", "withdraw"] as const);
     const amount = kind === "query" ? 0 : random.below(120);
-    const requestId = nextId++;
-    send("customer", at, { type: "request", requestId, interface: kind, amount });
-    const replies: { reply: BranchOutput; balances: number[] }[] = [];
-    while (inFlight.length > 0) {
-      // Any link's oldest message may go next.
-      const heads = inFlight.filter((message, index) =>
-        inFlight.findIndex((other) => other.channel === message.channel) === index
-      );
-      const next = random.pick(heads);
-      inFlight.splice(inFlight.indexOf(next), 1);
-      const result = step(states.get(next.to) as BranchState, next.input);
-      states.set(next.to, result.state);
-      for (const output of result.outbox) {
-        if (output.type === "replicate") {
-          const id = nextId++;
-          entries.set(id, { primary: next.to, position: output.entry.position });
-          send(next.to, output.to, { type: "entry", requestId: id, entry: output.entry });
-        } else if (output.type === "ack") {
-          const { primary, position } = entries.get(output.requestId) as {
-            primary: number;
-            position: number;
-          };
-          send(next.to, primary, { type: "replicated", position, backup: next.to, refusal: undefined });
-        } else if (output.type === "forward") {
-          const id = nextId++;
-          forwards.set(id, { backup: next.to, requestId: output.requestId });
-          send(next.to, states.get(next.to)?.primary as number, {
-            type: "forward",
-            requestId: id,
-            from: next.to,
-            update: output.update,
-          });
-        } else if (output.type === "reply" && forwards.has(output.requestId)) {
-          const { backup, requestId } = forwards.get(output.requestId) as {
-            backup: number;
-            requestId: number;
-          };
-          const decision = { success: output.success, balance: output.balance, position: output.position };
-          send(next.to, backup, { type: "decided", requestId, decision, refusal: undefined });
-        } else if (output.type === "reply") {
-          // Snapshot at the moment of the reply: the contract is that every replica has applied it by now.
-          replies.push({ reply: output, balances: [...states.values()].map((state) => state.balance) });
-        } else assertOk(false, `${where}: unexpected ${JSON.stringify(output)}`);
-      }
-    }
+    network.request(1, random.pick(ids), { type: "request", requestId: operation, interface: kind, amount });
+    while (network.deliverOne());
     const expected = kind === "query" ? ledger : kind === "deposit" ? ledger + amount : ledger - amount;
     const success = expected >= 0 && Number.isSafeInteger(expected);
     if (success) ledger = expected;
     // Each update that succeeds takes the next position; anything else reflects the log so far.
     if (success && kind !== "query") logLength++;
-    assertEquals(replies.map(({ reply }) => reply), [{
+    assertEquals(network.replies.get(operation)?.reply, {
       type: "reply",
-      requestId,
+      requestId: operation,
       interface: kind,
       success,
       balance: ledger,
       position: logLength,
-    }], where);
-    assertEquals(replies[0]?.balances, ids.map(() => ledger), `${where}: replicas when the reply was sent`);
+    }, where);
+    const balances = [...network.states.values()].map((state) => state.balance);
+    assertEquals(balances, ids.map(() => ledger), `${where}: replicas after the reply`);
   }
 }
 
-Deno.test("step() in a simulated network agrees with a sequential ledger (200 seeded schedules)", () => {
+/**
+ * Customers act at once: each sends its next request as soon as its last one is answered, while messages
+ * of every request interleave at random. The whole history then goes through the same checker as real
+ * runs (src/checker.ts): positions, real-time order, every reply against a replay, final states.
+ */
+function simulateConcurrent(seed: number, branchCount: number, customers: number, perCustomer: number): void {
+  const random = new Random(seed);
+  const ids = Array.from({ length: branchCount }, (_, index) => index + 1);
+  const network = new Network(seed + 1, ids, 100);
+  const scripts = Array.from(
+    { length: customers },
+    (_, customer) =>
+      Array.from({ length: perCustomer }, (_, index) => {
+        const kind = random.pick(["query", "deposit", "withdraw"] as const);
+        return {
+          requestId: customer * perCustomer + index,
+          branch: random.pick(ids),
+          kind,
+          amount: kind === "query" ? 0 : random.below(80),
+          invoke: 0,
+        };
+      }),
+  );
+  const next = scripts.map(() => 0);
+  const send = (customer: number) => {
+    const event = scripts[customer]?.[next[customer] as number];
+    if (event === undefined) return;
+    event.invoke = network.clock;
+    network.request(customer, event.branch, {
+      type: "request",
+      requestId: event.requestId,
+      interface: event.kind,
+      amount: event.amount,
+    });
+  };
+  scripts.forEach((_, customer) => send(customer));
+  let answered = 0;
+  while (network.deliverOne()) {
+    if (network.replies.size === answered) continue;
+    answered = network.replies.size;
+    // Whoever was just answered sends its next request.
+    scripts.forEach((script, customer) => {
+      const event = script[next[customer] as number];
+      if (event !== undefined && network.replies.has(event.requestId)) {
+        next[customer] = (next[customer] as number) + 1;
+        send(customer);
+      }
+    });
+  }
+  const requests: HistoryRequest[] = scripts.flatMap((script, customer) =>
+    script.map((event, index) => {
+      const answer = network.replies.get(event.requestId);
+      assertOk(answer !== undefined, `seed ${seed}: request ${event.requestId} was never answered`);
+      return {
+        type: "request",
+        customer,
+        entry: customer,
+        event: index,
+        eventId: null,
+        branch: event.branch,
+        interface: event.kind,
+        amount: event.amount,
+        invoke: event.invoke,
+        complete: answer.at,
+        success: answer.reply.success,
+        balance: answer.reply.balance,
+        position: answer.reply.position,
+      };
+    })
+  );
+  const finals = [...network.states.values()].map((state) => ({
+    type: "final" as const,
+    branch: state.id,
+    balance: state.balance,
+    position: state.position,
+  }));
+  const result = checkHistory({ branches: ids.map((id) => ({ id, balance: 100 })), requests, finals });
+  assertOk(result.ok, `seed ${seed}: ${!result.ok && result.violation}`);
+}
+
+/** Runs `schedule` for 200 seeds from BANK_SEED (default 1), printing the seed that fails. */
+function seeded(schedule: (seed: number) => void): void {
   const base = Number(Deno.env.get("BANK_SEED") ?? 1);
   for (let seed = base; seed < base + 200; seed++) {
     try {
-      simulate(seed, 1 + (seed % 6), 60);
+      schedule(seed);
     } catch (error) {
       console.error(`failing seed: ${seed} (rerun with BANK_SEED=${seed})`);
       throw error;
     }
   }
+}
+
+Deno.test("step() in a simulated network agrees with a sequential ledger (200 seeded schedules)", () => {
+  seeded((seed) => simulateSequential(seed, 1 + (seed % 6), 60));
+});
+
+Deno.test("step() with concurrent customers in a simulated network passes the checker (200 seeded schedules)", () => {
+  seeded((seed) => simulateConcurrent(seed, 1 + (seed % 5), 2 + (seed % 4), 12));
 });

@@ -126,13 +126,26 @@ async function refusal(
   return { code: grpc.status[status.code], details: status.details, accepted: link.wasAccepted };
 }
 
-/** Waits until the branch at `address` serves customers, then returns its balance from a query. */
-async function servedBalance(address: string): Promise<number> {
+/**
+ * Waits until the backup at `address` serves customers, then queries it. The backup asks for a read index
+ * on `primary` (the link this test plays the primary on), which is answered with `commit`; returns the
+ * balance the backup answers at that position.
+ */
+async function queryAt(address: string, primary: RawLink, commit: number): Promise<number> {
   const client = new BranchClient(address);
   try {
     await client.waitUntilServing(LINK_DEADLINE_MS);
     const query = { id: 0, interface: "query", money: 0, amount: 0, customer_id: 0 };
-    return Number((await client.deliver(query, LINK_DEADLINE_MS)).balance);
+    const reply = client.deliver(query, LINK_DEADLINE_MS);
+    const asked = await primary.next();
+    assertEquals(asked["kind"], "read");
+    primary.send({
+      seq: asked["seq"],
+      answer: { success: true, balance: 0, position: commit, code: 0, message: "" },
+    });
+    const { balance, position } = await reply;
+    assertEquals(position, commit);
+    return balance;
   } finally {
     client.close();
   }
@@ -169,7 +182,7 @@ Deno.test("a backup refuses a link from any branch but its primary, and takes th
   }
   await using primary = new RawLink(backup.address, "1");
   await primary.accepted();
-  assertEquals(await servedBalance(backup.address), 100);
+  assertEquals(await queryAt(backup.address, primary, 0), 100);
   await primary.close();
   await assertStopsGracefully(backup);
 });
@@ -191,7 +204,7 @@ Deno.test("a backup refuses a second link from its primary while the first is op
     kind: "answer",
     answer: { success: true, balance: "110", position: "1", code: 0, message: "" },
   });
-  assertEquals(await servedBalance(backup.address), 110);
+  assertEquals(await queryAt(backup.address, first, 1), 110);
   await first.close();
   await assertStopsGracefully(backup);
 });
@@ -208,7 +221,7 @@ Deno.test("a branch refuses a link without a bank-branch-id header, or with one 
   }
   await using primary = new RawLink(backup.address, "1");
   await primary.accepted();
-  assertEquals(await servedBalance(backup.address), 100);
+  assertEquals(await queryAt(backup.address, primary, 0), 100);
   await primary.close();
   await assertStopsGracefully(backup);
 });
@@ -287,7 +300,7 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
     client.close();
   }
   // The refused entry and forward changed nothing.
-  assertEquals(await servedBalance(backup.address), 120);
+  assertEquals(await queryAt(backup.address, link, 2), 120);
   await link.close();
   await assertStopsGracefully(backup);
 });

@@ -55,13 +55,14 @@ Deno.test("decodeForward() takes a deposit or withdrawal and refuses a query or 
   assertEquals(decodeForward({ interface: "deposit", amount: -5 }).ok, false);
 });
 
-Deno.test("decodeEntry() refuses position 0, a bad view or a bad update", () => {
-  const entry = { view: 0, position: 3, interface: "deposit", amount: 5 };
+Deno.test("decodeEntry() refuses position 0, a bad view or commit position, or a bad update", () => {
+  const entry = { view: 0, position: 3, interface: "deposit", amount: 5, commit: 2 };
   assertEquals(decodeEntry(entry), {
     ok: true,
-    value: { view: 0, position: 3, update: { kind: "deposit", amount: 5 } },
+    value: { view: 0, position: 3, update: { kind: "deposit", amount: 5 }, commit: 2 },
   });
   assertEquals(decodeEntry({ ...entry, position: 0 }).ok, false);
+  assertEquals(decodeEntry({ ...entry, commit: 3 }).ok, false, "a commit position must be below the entry's");
   assertEquals(decodeEntry({ ...entry, view: 0.5 }).ok, false);
   assertEquals(decodeEntry({ ...entry, interface: "query" }).ok, false);
   assertEquals(decodeEntry({ ...entry, amount: 2 ** 53 }).ok, false);
