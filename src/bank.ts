@@ -9,7 +9,13 @@ import { AtomicFile } from "./atomic_file.ts";
 import { primaryOf } from "./branch_core.ts";
 import type { BackupAddress, BranchPlan } from "./branch_cli.ts";
 import { assert } from "./assert.ts";
-import type { CustomerAddress, CustomerFinals, CustomerInput, CustomerReady } from "./customer_cli.ts";
+import type {
+  CustomerAddress,
+  CustomerFinals,
+  CustomerInput,
+  CustomerReady,
+  CustomerResult,
+} from "./customer_cli.ts";
 import type { TimedResult } from "./customer_run.ts";
 import { type History, type HistoryFinal, type HistoryRequest, renderHistory } from "./history.ts";
 import { InputError, readScenario, type Scenario, scenarioToJson } from "./input.ts";
@@ -21,6 +27,8 @@ import { type Child, RunFailure, type Supervisor } from "./supervisor.ts";
 export interface BankRunOptions {
   readonly inputPath: string;
   readonly outputPath: string;
+  /** Whether every customer entry runs at once, rather than one after another. */
+  readonly concurrent: boolean;
   /** Where to write the run's history (src/history.ts), if anywhere. */
   readonly historyPath: string | undefined;
   readonly format: Format;
@@ -170,7 +178,10 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
   const branches: Child[] = [];
   for (const index of spawnOrder) {
     const { id, balance } = scenario.branches[index] as Scenario["branches"][number];
-    const args = ["--control-stdin", "--id", String(id), "--balance", String(balance)];
+    // Customers acting one at a time (the default) may be answered from each branch's own replica; at
+    // once, queries must read at the primary's commit position (see ReadMode in src/branch_core.ts).
+    const reads = ["--reads", options.concurrent ? "commit" : "local"];
+    const args = ["--control-stdin", "--id", String(id), "--balance", String(balance), ...reads];
     const listen = ["--listen", `127.0.0.1:${ports[index]}`];
     const command = childCommand("branch", [...args, ...listen, ...forwardDeadline, ...startTimeout], {
       context,
@@ -191,6 +202,7 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
   const input: CustomerInput = {
     input: scenarioToJson(scenario),
     finalStates: options.historyPath !== undefined,
+    concurrent: options.concurrent,
   };
   customer.send(JSON.stringify(input)).catch(() => {});
   return { customer, branches };
@@ -221,13 +233,15 @@ async function finalStates(customer: Child): Promise<readonly HistoryFinal[]> {
 }
 
 async function collectResults(customer: Child, expected: number): Promise<TimedResult[]> {
-  const results: TimedResult[] = [];
-  while (results.length < expected) {
+  // One line per entry, in the order the entries finish; put back in input order.
+  const results: TimedResult[] = new Array(expected);
+  for (let received = 0; received < expected; received++) {
     const line = await customer.nextLine();
     if (line === undefined) {
-      throw await customer.failure(` after ${results.length} of ${expected} customer entries`);
+      throw await customer.failure(` after ${received} of ${expected} customer entries`);
     }
-    results.push(JSON.parse(line) as TimedResult);
+    const { entry, result } = JSON.parse(line) as CustomerResult;
+    results[entry] = result;
   }
   return results;
 }

@@ -29,6 +29,9 @@ Runs one branch: a gRPC server holding a replica of the account's balance.
                        the primary sends to a backup gets half of it
   --start-timeout-ms MS  how long the links between the primary and its backups may take to come up
                        (default 60000)
+  --reads MODE         commit (default): answer queries at the primary's commit position, which is
+                       linearizable whatever the clients do; local: from this replica, which is
+                       linearizable only while one client sends one request at a time
   --control-stdin      (used by main) read peers from stdin, stop when stdin closes
 
 Prints one JSON line, such as {"branch":2,"listening":"127.0.0.1:50002"}, on stdout once listening,
@@ -45,6 +48,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
     peer: { type: "string", multiple: true },
     "deadline-ms": { type: "string" },
     "start-timeout-ms": { type: "string" },
+    reads: { type: "string" },
     "control-stdin": { type: "boolean" },
     help: { type: "boolean" },
   });
@@ -58,6 +62,10 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   if (peers.has(id)) throw new UsageError(`--peer: branch ${id} cannot be its own peer`);
   const deadlineMs = durationFlag("deadline-ms", values["deadline-ms"], 5_000);
   const startTimeoutMs = durationFlag("start-timeout-ms", values["start-timeout-ms"], 60_000);
+  const reads = values.reads ?? "commit";
+  if (reads !== "commit" && reads !== "local") {
+    throw new UsageError(`--reads: expected commit or local, got "${reads}"`);
+  }
   // Started by hand, SIGINT or SIGTERM stops the branch gracefully from here on, even while it waits for
   // its links; under main, stdin closing stops it instead (and it ignores SIGINT).
   const stopRequested = values["control-stdin"] ? undefined : signalled();
@@ -66,6 +74,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
     balance: integerFlag("balance", values.balance, 0),
     listen: values.listen ?? "127.0.0.1:0",
     forwardDeadlineMs: deadlineMs,
+    reads,
   });
   const host = (values.listen ?? "127.0.0.1:0").replace(/:\d+$/, "");
   console.log(JSON.stringify({ branch: id, listening: `${host}:${node.port}` }));

@@ -140,9 +140,18 @@ export interface Waiting {
   readonly balance: number;
 }
 
+/**
+ * How a branch answers queries. `commit`: at the primary's commit position, asking the primary for it at
+ * a backup; linearizable whatever the clients do. `local`: from this replica as it stands; linearizable
+ * only while one client acts, one request at a time (then nothing is in flight when a query comes, and
+ * every update answered is applied everywhere), which is how main runs customers unless `--concurrent`.
+ */
+export type ReadMode = "commit" | "local";
+
 /** A branch's whole protocol state. */
 export interface BranchState {
   readonly id: number;
+  readonly reads: ReadMode;
   /** The primary's id: the lowest id of all the branches. */
   readonly primary: number;
   /** The view this branch is in (see {@linkcode Entry.view}). */
@@ -183,7 +192,12 @@ export function primaryOf(ids: readonly number[]): number {
 }
 
 /** Branch `id` with `balance` units and the given peers (every other branch), before any update. */
-export function initialState(id: number, balance: number, peers: readonly number[]): BranchState {
+export function initialState(
+  id: number,
+  balance: number,
+  peers: readonly number[],
+  reads: ReadMode = "commit",
+): BranchState {
   assert(
     Number.isSafeInteger(balance) && balance >= 0,
     `balance ${balance} is not a safe non-negative integer`,
@@ -193,6 +207,7 @@ export function initialState(id: number, balance: number, peers: readonly number
   const primary = primaryOf([id, ...peers]);
   return {
     id,
+    reads,
     primary,
     view: 0,
     backups: id === primary ? [...peers] : [],
@@ -250,6 +265,9 @@ export function applied(balance: number, update: Update): number | undefined {
  * commit), so no later answer anywhere can reflect less. A backup asks the primary for that position.
  */
 function query(state: BranchState, requestId: number): Step {
+  if (state.reads === "local") {
+    return { state, outbox: [reply(requestId, "query", true, state.balance, state.position)] };
+  }
   if (!isPrimary(state)) return { state, outbox: [{ type: "askIndex", requestId }] };
   return { state, outbox: [reply(requestId, "query", true, balanceAt(state, state.commit), state.commit)] };
 }

@@ -13,6 +13,7 @@ import {
   type Entry,
   initialState,
   isPrimary,
+  type ReadMode,
   step,
   type Update,
 } from "./branch_core.ts";
@@ -40,6 +41,8 @@ export interface BranchNodeOptions {
    * that a stalled backup is reported by name before the forward that waits for it runs out of time.
    */
   readonly forwardDeadlineMs: number;
+  /** How queries are answered (see ReadMode). */
+  readonly reads: ReadMode;
 }
 
 /** The outputs that answer an inbound call with a value. */
@@ -110,7 +113,7 @@ export class BranchNode {
     const self = this.#options.id;
     assert(this.#layout === undefined, `branch ${self} configured twice`);
     assert(this.#server !== undefined, "branch server not started");
-    const state = initialState(self, this.#options.balance, peers);
+    const state = initialState(self, this.#options.balance, peers, this.#options.reads);
     this.#layout = state;
     for (const [peer, link] of this.#links) {
       // Opened before this branch knew its place, by a branch that turns out not to be its primary.

@@ -12,7 +12,7 @@
  */
 
 import { addressFlags, durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
-import { connectAll, finalStates, runCustomers, waitUntilServing } from "./customer_run.ts";
+import { connectAll, finalStates, runCustomers, type TimedResult, waitUntilServing } from "./customer_run.ts";
 import type { HistoryFinal } from "./history.ts";
 import { readScenario, type Scenario, validateScenario } from "./input.ts";
 import { type Format, FORMATS, renderOutput } from "./output.ts";
@@ -36,6 +36,15 @@ export interface CustomerInput {
   readonly input: unknown;
   /** Whether to query every branch's final state once the customers are done (for a history). */
   readonly finalStates: boolean;
+  /** Whether to run every customer entry at once. */
+  readonly concurrent: boolean;
+}
+
+/** One line per customer entry, printed as soon as the entry is done. */
+export interface CustomerResult {
+  /** The entry's place among the input's customer entries. */
+  readonly entry: number;
+  readonly result: TimedResult;
 }
 
 /** The line the customer process prints after the last entry's, when asked for final states. */
@@ -75,7 +84,7 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
   const startTimeoutMs = durationFlag("start-timeout-ms", values["start-timeout-ms"], 30_000);
   if (values["plan-stdin"]) {
     const lines = readLines(Deno.stdin.readable);
-    const { input, finalStates: finals } = JSON.parse(await nextLine(lines)) as CustomerInput;
+    const { input, finalStates: finals, concurrent } = JSON.parse(await nextLine(lines)) as CustomerInput;
     const scenario = validateScenario(input, "plan");
     using clients = disposable(new Map());
     // This process is main's readiness check (main itself never loads grpc-js). Each branch is watched
@@ -96,7 +105,8 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
     lines.next().finally(() => Deno.exit(1));
     await runCustomers(scenario.customers, clients.map, {
       deadlineMs,
-      onResult: (result) => console.log(JSON.stringify(result)),
+      concurrent,
+      onResult: (result, entry) => console.log(JSON.stringify({ entry, result } satisfies CustomerResult)),
     });
     if (finals) {
       const line: CustomerFinals = { finals: await finalStates(clients.map, deadlineMs) };

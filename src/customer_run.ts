@@ -29,8 +29,10 @@ export interface TimedResult extends EntryResult {
 export interface CustomerRunOptions {
   /** Deadline of each request. */
   readonly deadlineMs: number;
-  /** Called with each entry's result as soon as it is complete. */
-  readonly onResult?: (result: TimedResult) => void;
+  /** Called with each entry's result (and its place in `entries`) as soon as it is complete. */
+  readonly onResult?: (result: TimedResult, index: number) => void;
+  /** Run every entry at once (each entry's events still in order) rather than one after another. */
+  readonly concurrent?: boolean;
 }
 
 /** A customer's request failed; the message names the customer, the event and the branch. */
@@ -76,18 +78,20 @@ export async function runCustomers(
   clients: ReadonlyMap<number, BranchClient>,
   options: CustomerRunOptions,
 ): Promise<TimedResult[]> {
-  const results: TimedResult[] = [];
-  for (const entry of entries) {
+  const runEntry = async (entry: CustomerEntry, index: number): Promise<TimedResult> => {
     const recv: TimedReply[] = [];
-    for (const [index, event] of entry.events.entries()) {
+    for (const [eventIndex, event] of entry.events.entries()) {
       const client = clients.get(event.branch);
       if (client === undefined) throw new CustomerError(`no address for branch ${event.branch}`);
-      recv.push(await send(client, entry.id, index, event, options.deadlineMs));
+      recv.push(await send(client, entry.id, eventIndex, event, options.deadlineMs));
     }
     const result = { id: entry.id, recv };
-    options.onResult?.(result);
-    results.push(result);
-  }
+    options.onResult?.(result, index);
+    return result;
+  };
+  if (options.concurrent) return await Promise.all(entries.map(runEntry));
+  const results: TimedResult[] = [];
+  for (const [index, entry] of entries.entries()) results.push(await runEntry(entry, index));
   return results;
 }
 

@@ -22,6 +22,8 @@ received to the output file.
 
   --output PATH        where to write the output (default output.txt); written only after a successful run
   --format F           ${FORMATS.join(", ")} (default json)
+  --concurrent         run every customer entry at once (each entry's events still in order), as the
+                       original program did; the output keeps its order
   --history PATH       also write the run's history, one JSON line per request, for main.ts check
   --port-base N        branch ID listens on 127.0.0.1:N+ID (default: free ports)
   --deadline-ms MS     deadline of each request (default 10000); an update forwarded to the primary
@@ -96,6 +98,7 @@ async function runMain(args: readonly string[]): Promise<number> {
   const { values, positionals } = parseFlags(args, {
     output: { type: "string" },
     history: { type: "string" },
+    concurrent: { type: "boolean" },
     format: { type: "string" },
     "port-base": { type: "string" },
     "deadline-ms": { type: "string" },
@@ -120,6 +123,7 @@ async function runMain(args: readonly string[]): Promise<number> {
       inputPath: positionals[0] as string,
       outputPath: values.output ?? "output.txt",
       historyPath: values.history,
+      concurrent: values.concurrent ?? false,
       format,
       portBase: values["port-base"] === undefined
         ? undefined
