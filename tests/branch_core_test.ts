@@ -69,16 +69,28 @@ Deno.test("initialState() makes the lowest id the primary, with every other bran
   assertOk(!isPrimary(backup));
 });
 
-Deno.test("the primary answers a query at once, at its commit position", () => {
-  const { outbox } = run(initialState(1, 400, [2, 3]), [query(7)]);
-  assertEquals(outbox, [{
+Deno.test("with local reads, any branch answers a query from its replica as it stands", () => {
+  const primary = run(initialState(1, 400, [2], "local"), [deposit(1, 10), query(7)]);
+  assertEquals(primary.outbox.at(-1), {
     type: "reply",
     requestId: 7,
     interface: "query",
     success: true,
-    balance: 400,
-    position: 0,
-  }]);
+    balance: 410,
+    position: 1,
+  });
+  const backup = run(initialState(2, 400, [1], "local"), [
+    entry(1, 1, { kind: "deposit", amount: 10 }),
+    query(7),
+  ]);
+  assertEquals(backup.outbox.at(-1), {
+    type: "reply",
+    requestId: 7,
+    interface: "query",
+    success: true,
+    balance: 410,
+    position: 1,
+  });
 });
 
 Deno.test("the primary answers a query at its commit position, not at an update still replicating", () => {
