@@ -5,7 +5,7 @@
  */
 
 import { runCustomer } from "./src/customer_cli.ts";
-import { guarded } from "./src/main_cli.ts";
+import { guarded } from "./src/guarded.ts";
 
 if (import.meta.main) {
   Deno.exit(

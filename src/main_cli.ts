@@ -7,10 +7,10 @@
 
 import { runBank } from "./bank.ts";
 import { durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
-import { InputError } from "./input.ts";
+import { guarded, Interrupted } from "./guarded.ts";
 import { currentContext } from "./launch.ts";
 import { type Format, FORMATS } from "./output.ts";
-import { RunFailure, Supervisor } from "./supervisor.ts";
+import { Supervisor } from "./supervisor.ts";
 
 /** What `main --help` prints. */
 export const MAIN_USAGE = `Usage: main.ts [run] INPUT [options]
@@ -32,14 +32,6 @@ received to the output file.
   --verbose            print progress (processes started, their pids and addresses) on stderr
 
 Exit codes: 0 success, 1 a process failed while running, 2 bad input or usage, 130 interrupted.`;
-
-/** The run was interrupted by SIGINT. */
-class Interrupted extends Error {
-  constructor() {
-    super("interrupted: every process stopped, no output written");
-    this.name = "Interrupted";
-  }
-}
 
 /**
  * Runs main's command line; returns the exit code. Errors are printed as one line, never a stack trace.
@@ -64,34 +56,6 @@ export async function main(args: readonly string[]): Promise<number> {
     });
   }
   return await guarded("bank", () => runMain(command === "run" ? rest : args), { control: false });
-}
-
-/**
- * Runs an entry point, mapping its errors to exit codes. A child controlled by main ignores SIGINT: a
- * Ctrl-C in a terminal reaches every process of the group, and main is the one that stops them in order.
- */
-export async function guarded(
-  name: string,
-  run: () => Promise<number>,
-  options: { control: boolean },
-): Promise<number> {
-  const ignore = () => {};
-  if (options.control) Deno.addSignalListener("SIGINT", ignore);
-  try {
-    return await run();
-  } catch (error) {
-    if (error instanceof InputError) console.error(error.message);
-    else if (error instanceof UsageError) console.error(`${name}: ${error.message} (see --help)`);
-    else if (error instanceof RunFailure || error instanceof Interrupted) {
-      console.error(`${name}: ${error.message}`);
-    } else if (error instanceof Error && error.name !== "AssertionError") {
-      console.error(`${name}: ${error.message}`);
-    } else throw error; // A broken invariant is a bug: crash with its stack.
-    if (error instanceof Interrupted) return 130;
-    return error instanceof InputError || error instanceof UsageError ? 2 : 1;
-  } finally {
-    if (options.control) Deno.removeSignalListener("SIGINT", ignore);
-  }
 }
 
 async function runMain(args: readonly string[]): Promise<number> {
