@@ -66,9 +66,10 @@ export async function runBank(options: BankRunOptions): Promise<void> {
       throw error;
     });
   try {
-    const { results, finals } = await runProcesses(scenario, options);
-    await output.commit(renderOutput(results, options.format));
-    await history?.commit(renderHistory(toHistory(scenario, results, finals)));
+    await runProcesses(scenario, options, async (results, finals) => {
+      await output.commit(renderOutput(results, options.format));
+      await history?.commit(renderHistory(toHistory(scenario, results, finals)));
+    });
   } catch (error) {
     await output.discard();
     await history?.discard();
@@ -109,11 +110,17 @@ function toHistory(
   return { branches: scenario.branches.map(({ id, balance }) => ({ id, balance })), requests, finals };
 }
 
+/**
+ * Runs the processes; once every result is in, calls `commit` with them, which writes the files while the
+ * children stop (the run has succeeded by then). Resolves when both are done.
+ */
 async function runProcesses(
   scenario: Scenario,
   options: BankRunOptions,
-): Promise<{ results: TimedResult[]; finals: readonly HistoryFinal[] }> {
+  commit: (results: TimedResult[], finals: readonly HistoryFinal[]) => Promise<void>,
+): Promise<void> {
   const { supervisor } = options;
+  let committed: Promise<void> | undefined;
   try {
     const { customer, branches } = startChildren(scenario, options);
     const ids = scenario.branches.map(({ id }) => id);
@@ -150,11 +157,13 @@ async function runProcesses(
     const results = await supervisor.race(collectResults(customer, scenario.customers.length));
     const finals = options.historyPath === undefined ? [] : await supervisor.race(finalStates(customer));
     options.log(`all ${results.length} customer entries done`);
-    return { results, finals };
+    committed = commit(results, finals);
+    committed.catch(() => {}); // Awaited below, once every child is stopped.
   } finally {
     await supervisor.stopAll(STOP_GRACE_MS);
     options.log("every process stopped");
   }
+  await committed;
 }
 
 /**
