@@ -66,15 +66,26 @@ export interface Decision {
 
 /** What the driver feeds the core. `requestId` is the driver's handle for an inbound call. */
 export type BranchInput =
-  /** A customer's request, already decoded and well-formed. */
+  /**
+   * A customer's request, already decoded and well-formed. `key` names it among all requests (from the
+   * customer's id and its own request id), so that a retry is recognised; undefined when the client
+   * gives none.
+   */
   | {
     readonly type: "request";
     readonly requestId: number;
     readonly interface: Interface;
     readonly amount: number;
+    readonly key?: string | undefined;
   }
   /** At the primary: backup `from` forwards a customer's update. */
-  | { readonly type: "forward"; readonly requestId: number; readonly from: number; readonly update: Update }
+  | {
+    readonly type: "forward";
+    readonly requestId: number;
+    readonly from: number;
+    readonly update: Update;
+    readonly key?: string | undefined;
+  }
   /** At the primary: a backup asks for the commit position, to answer a query at. */
   | { readonly type: "readIndex"; readonly requestId: number }
   /** At a backup: the primary sends the next entry of the log. */
@@ -125,7 +136,12 @@ export type BranchOutput =
   /** At the primary: send `entry` to backup `to`; feed its outcome back as a `replicated` input. */
   | { readonly type: "replicate"; readonly to: number; readonly entry: Entry }
   /** At a backup: send `update` to the primary; feed its outcome back as a `decided` input. */
-  | { readonly type: "forward"; readonly requestId: number; readonly update: Update }
+  | {
+    readonly type: "forward";
+    readonly requestId: number;
+    readonly update: Update;
+    readonly key: string | undefined;
+  }
   /** At a backup: ask the primary for its commit position; feed the answer back as `indexed`. */
   | { readonly type: "askIndex"; readonly requestId: number };
 
@@ -147,6 +163,11 @@ export interface Waiting {
  * every update answered is applied everywhere), which is how main runs customers unless `--concurrent`.
  */
 export type ReadMode = "commit" | "local";
+
+/** A keyed update as the primary decided it. */
+export interface Decided extends Omit<Waiting, "requestId"> {
+  readonly update: Update;
+}
 
 /** A branch's whole protocol state. */
 export interface BranchState {
@@ -175,6 +196,11 @@ export interface BranchState {
   readonly failed: ReadonlySet<number>;
   /** At the primary: answers held until the commit position reaches theirs, in position order. */
   readonly waiting: readonly Waiting[];
+  /**
+   * At the primary: every keyed update decided so far, with its answer, so that a retry gets the same
+   * answer and is not applied again (exactly once).
+   */
+  readonly decided: ReadonlyMap<string, Decided>;
   /** At a backup: forwarded updates waiting for the primary's decision, by request id. */
   readonly forwarded: ReadonlyMap<number, Interface>;
 }
@@ -218,6 +244,7 @@ export function initialState(
     awaiting: new Map(),
     failed: new Set(),
     waiting: [],
+    decided: new Map(),
     forwarded: new Map(),
   };
 }
@@ -233,12 +260,12 @@ export function step(state: BranchState, input: BranchInput): Step {
     case "request":
       if (input.interface === "query") return query(state, input.requestId);
       return isPrimary(state)
-        ? sequence(state, input.requestId, { kind: input.interface, amount: input.amount })
-        : forward(state, input.requestId, { kind: input.interface, amount: input.amount });
+        ? sequence(state, input.requestId, { kind: input.interface, amount: input.amount }, input.key)
+        : forward(state, input.requestId, { kind: input.interface, amount: input.amount }, input.key);
     case "forward":
       if (!isPrimary(state)) return notPrimary(state, input.requestId);
       assert(state.backups.includes(input.from), `branch ${input.from} is not a backup`);
-      return sequence(state, input.requestId, input.update);
+      return sequence(state, input.requestId, input.update, input.key);
     case "readIndex":
       if (!isPrimary(state)) return notPrimary(state, input.requestId);
       return { state, outbox: [{ type: "index", requestId: input.requestId, commit: state.commit }] };
@@ -273,7 +300,19 @@ function query(state: BranchState, requestId: number): Step {
 }
 
 /** At the primary: decide `update` against everything sequenced so far, and sequence it if it succeeds. */
-function sequence(state: BranchState, requestId: number, update: Update): Step {
+function sequence(state: BranchState, requestId: number, update: Update, key: string | undefined): Step {
+  const earlier = key === undefined ? undefined : state.decided.get(key);
+  if (earlier !== undefined) {
+    // A retry (or a duplicate): the first answer again, once it may be given, and nothing applied twice.
+    if (earlier.update.kind !== update.kind || earlier.update.amount !== update.amount) {
+      const message =
+        `request ${key} was first a ${earlier.update.kind} of ${earlier.update.amount}, now a ` +
+        `${update.kind} of ${update.amount}`;
+      return refuse(state, requestId, "INVALID_ARGUMENT", message);
+    }
+    const { update: _, ...answer } = earlier;
+    return release({ ...state, waiting: [...state.waiting, { ...answer, requestId }] }, []);
+  }
   if (state.failed.size > 0) {
     const message = `position ${
       Math.min(...state.failed)
@@ -291,7 +330,8 @@ function sequence(state: BranchState, requestId: number, update: Update): Step {
       success: false,
       balance: state.balance,
     };
-    return release({ ...state, waiting: [...state.waiting, answer] }, []);
+    const decided = remember(state, key, answer, update);
+    return release({ ...state, waiting: [...state.waiting, answer], decided }, []);
   }
   const position = state.position + 1;
   const balances = new Map(state.balances).set(position, balance);
@@ -299,17 +339,32 @@ function sequence(state: BranchState, requestId: number, update: Update): Step {
     ? state.awaiting
     : new Map(state.awaiting).set(position, new Set(state.backups));
   const answer = { position, requestId, interface: update.kind, success: true, balance };
-  const next = { ...state, balance, position, balances, awaiting, waiting: [...state.waiting, answer] };
+  const next = {
+    ...state,
+    balance,
+    position,
+    balances,
+    awaiting,
+    waiting: [...state.waiting, answer],
+    decided: remember(state, key, answer, update),
+  };
   const entry: Entry = { view: state.view, position, update, commit: state.commit };
   return release(next, state.backups.map((to): BranchOutput => ({ type: "replicate", to, entry })));
 }
 
+/** The primary's record of keyed decisions, with `answer` to `update` added under `key` (if any). */
+function remember(state: BranchState, key: string | undefined, answer: Waiting, update: Update) {
+  if (key === undefined) return state.decided;
+  const { requestId: _, ...decided } = answer;
+  return new Map(state.decided).set(key, { ...decided, update });
+}
+
 /** At a backup: hand `update` to the primary and wait for its decision. */
-function forward(state: BranchState, requestId: number, update: Update): Step {
+function forward(state: BranchState, requestId: number, update: Update, key: string | undefined): Step {
   assert(!state.forwarded.has(requestId), `request ${requestId} is already forwarded`);
   const forwarded = new Map(state.forwarded);
   forwarded.set(requestId, update.kind);
-  return { state: { ...state, forwarded }, outbox: [{ type: "forward", requestId, update }] };
+  return { state: { ...state, forwarded }, outbox: [{ type: "forward", requestId, update, key }] };
 }
 
 /** At a backup: apply the primary's next entry, which must follow the last one applied here. */

@@ -236,7 +236,7 @@ export class BranchNode {
       const update = decodeForward(request.forward);
       if (!update.ok) return Promise.reject(new RpcError(update.refusal.code, update.refusal.message));
       return this.#call(
-        (requestId) => ({ type: "forward", requestId, from: peer, update: update.value }),
+        (requestId) => ({ type: "forward", requestId, from: peer, ...update.value }),
         answer,
       );
     };
@@ -275,7 +275,7 @@ export class BranchNode {
       case "replicate":
         return this.#replicate(output.to, output.entry);
       case "forward":
-        return this.#forward(output.requestId, output.update);
+        return this.#forward(output.requestId, output.update, output.key);
       case "askIndex":
         return this.#askIndex(output.requestId);
     }
@@ -312,9 +312,9 @@ export class BranchNode {
     );
   }
 
-  #forward(requestId: number, update: Update): void {
+  #forward(requestId: number, update: Update, key: string | undefined): void {
     const primary = (this.#state as BranchState).primary;
-    const message = { forward: { interface: update.kind, amount: update.amount } };
+    const message = { forward: { interface: update.kind, amount: update.amount, key: key ?? "" } };
     this.#link(primary).send(message, this.#options.forwardDeadlineMs).then(
       (decision) => this.#feed({ type: "decided", requestId, decision, refusal: undefined }),
       (error: RpcError) =>

@@ -25,6 +25,12 @@ export interface TimedResult extends EntryResult {
   readonly recv: readonly TimedReply[];
 }
 
+/** How many times a request is sent at most, and what a retry waits first (doubling each time). */
+const ATTEMPTS = 4;
+const BACKOFF_MS = 50;
+/** The statuses a request is retried on. */
+const RETRIED: readonly string[] = ["UNAVAILABLE", "DEADLINE_EXCEEDED"];
+
 /** How customers call branches. */
 export interface CustomerRunOptions {
   /** Deadline of each request. */
@@ -78,12 +84,18 @@ export async function runCustomers(
   clients: ReadonlyMap<number, BranchClient>,
   options: CustomerRunOptions,
 ): Promise<TimedResult[]> {
+  // Each request's id is its event's place among all the input's events, from 1: unique and the same in
+  // every run of the input, so that a branch recognises a retry (Request.request_id).
+  const firstRequest = entries.map((_, index) =>
+    entries.slice(0, index).reduce((count, entry) => count + entry.events.length, 1)
+  );
   const runEntry = async (entry: CustomerEntry, index: number): Promise<TimedResult> => {
     const recv: TimedReply[] = [];
     for (const [eventIndex, event] of entry.events.entries()) {
       const client = clients.get(event.branch);
       if (client === undefined) throw new CustomerError(`no address for branch ${event.branch}`);
-      recv.push(await send(client, entry.id, eventIndex, event, options.deadlineMs));
+      const requestId = (firstRequest[index] as number) + eventIndex;
+      recv.push(await send(client, entry.id, eventIndex, event, requestId, options.deadlineMs));
     }
     const result = { id: entry.id, recv };
     options.onResult?.(result, index);
@@ -102,7 +114,7 @@ export function finalStates(
 ): Promise<HistoryFinal[]> {
   return Promise.all([...clients].map(async ([branch, client]) => {
     const event = { id: undefined, interface: "query", amount: 0, branch } as const;
-    const { balance, position } = await send(client, 0, 0, event, deadlineMs);
+    const { balance, position } = await send(client, 0, 0, event, 0, deadlineMs);
     return { type: "final", branch, balance, position } as const;
   }));
 }
@@ -112,23 +124,35 @@ async function send(
   customer: number,
   index: number,
   event: Event,
+  requestId: number,
   deadlineMs: number,
 ): Promise<TimedReply> {
   const where = `customer ${customer}, event ${
     event.id ?? `#${index}`
   } (${event.interface} at branch ${event.branch})`;
+  const request = {
+    id: event.id !== undefined && event.id <= 2 ** 31 - 1 ? event.id : 0,
+    interface: event.interface,
+    money: event.amount <= 2 ** 31 - 1 ? event.amount : 0,
+    amount: event.amount,
+    customer_id: customer,
+    request_id: requestId,
+  };
   let response: WireResponse;
   const invoke = performance.now();
-  try {
-    response = await client.deliver({
-      id: event.id !== undefined && event.id <= 2 ** 31 - 1 ? event.id : 0,
-      interface: event.interface,
-      money: event.amount <= 2 ** 31 - 1 ? event.amount : 0,
-      amount: event.amount,
-      customer_id: customer,
-    }, deadlineMs);
-  } catch (error) {
-    throw new CustomerError(`${where}: ${error instanceof Error ? error.message : String(error)}`);
+  for (let attempt = 1;; attempt++) {
+    try {
+      response = await client.deliver(request, deadlineMs);
+      break;
+    } catch (error) {
+      // A branch that was unreachable, or did not answer in time, may have applied the update or not: the
+      // same request again is applied at most once (request_id), so it is safe to retry, a few times.
+      const retry = error instanceof RpcError && RETRIED.includes(error.code) && attempt < ATTEMPTS;
+      if (!retry) {
+        throw new CustomerError(`${where}: ${error instanceof Error ? error.message : String(error)}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, BACKOFF_MS * 2 ** (attempt - 1)));
+    }
   }
   const complete = performance.now();
   const balance = units(response.balance);

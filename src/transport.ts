@@ -19,6 +19,7 @@ export interface WireRequest {
   readonly money: number;
   readonly amount: number;
   readonly customer_id: number;
+  readonly request_id: number;
 }
 
 /** `Response` of proto/bank.proto as grpc-js decodes it. */
@@ -43,6 +44,7 @@ export interface WireEntry {
 export interface WireForward {
   readonly interface: string;
   readonly amount: number;
+  readonly key: string;
 }
 
 /** A request on a link, as grpc-js decodes it: `kind` names the one that is set. */

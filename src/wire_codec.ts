@@ -21,6 +21,8 @@ export interface CustomerRequest {
   readonly interface: Interface;
   /** Units; 0 for a query. */
   readonly amount: number;
+  /** "customer_id/request_id" when the request has a request_id: what a retry is recognised by. */
+  readonly key: string | undefined;
 }
 
 const INT32_MAX = 2 ** 31 - 1;
@@ -31,19 +33,38 @@ export function decodeRequest(wire: WireRequest): Decoded<CustomerRequest> {
   if (!INTERFACES.includes(kind as Interface)) {
     return invalid(`interface must be one of ${INTERFACES.join(", ")}, got ${JSON.stringify(kind)}`);
   }
-  if (kind === "query") return { ok: true, value: { interface: "query", amount: 0 } };
+  const customer = units(wire.customer_id);
+  const request = units(wire.request_id);
+  if (customer === undefined || request === undefined) {
+    return invalid(
+      `customer_id and request_id must be whole numbers, got ${wire.customer_id}, ${wire.request_id}`,
+    );
+  }
+  const key = request === 0 ? undefined : `${customer}/${request}`;
+  if (kind === "query") return { ok: true, value: { interface: "query", amount: 0, key } };
   if (wire.money < 0) return invalid(`money must not be negative, got ${wire.money}`);
   const amount = units(wire.amount);
   if (amount === undefined) return invalid(`amount must be from 0 to 2^53 - 1, got ${wire.amount}`);
   if (amount !== 0 && wire.money !== 0 && wire.money !== amount) {
     return invalid(`money (${wire.money}) and amount (${amount}) disagree`);
   }
-  return { ok: true, value: { interface: kind as Interface, amount: amount !== 0 ? amount : wire.money } };
+  return {
+    ok: true,
+    value: { interface: kind as Interface, amount: amount !== 0 ? amount : wire.money, key },
+  };
 }
 
-/** Decodes and checks an update that a backup forwards to the primary. */
-export function decodeForward(wire: WireForward): Decoded<Update> {
-  return decodeUpdate(wire.interface, wire.amount);
+/** Decodes and checks an update that a backup forwards to the primary, with its key (if any). */
+export function decodeForward(
+  wire: WireForward,
+): Decoded<{ readonly update: Update; readonly key: string | undefined }> {
+  if (!/^(\d{1,16}\/\d{1,16})?$/.test(wire.key)) {
+    return invalid(`key must be "customer/request", got ${JSON.stringify(wire.key)}`);
+  }
+  const update = decodeUpdate(wire.interface, wire.amount);
+  return update.ok
+    ? { ok: true, value: { update: update.value, key: wire.key === "" ? undefined : wire.key } }
+    : update;
 }
 
 /** Decodes and checks an entry of the primary's log. */

@@ -265,7 +265,12 @@ Deno.test("the primary decides a forwarded update like its own and answers the b
 
 Deno.test("a backup forwards an update to the primary and replies with the primary's decision", () => {
   const first = run(initialState(2, 400, [1, 3]), [deposit(8, 170)]);
-  assertEquals(first.outbox, [{ type: "forward", requestId: 8, update: { kind: "deposit", amount: 170 } }]);
+  assertEquals(first.outbox, [{
+    type: "forward",
+    requestId: 8,
+    update: { kind: "deposit", amount: 170 },
+    key: undefined,
+  }]);
   assertEquals(first.state.balance, 400, "a backup changes its balance only by applying entries");
   const { outbox } = run(first.state, [{
     type: "decided",
@@ -355,6 +360,67 @@ Deno.test("the primary refuses the request when a backup fails to apply it, and 
   const after = run(late.state, [deposit(2, 5)]);
   assertEquals(kinds(after.outbox), ["UNAVAILABLE"], "nothing after a failed position can commit");
   assertEquals(after.state.commit, 0);
+});
+
+const keyed = (
+  requestId: number,
+  kind: "deposit" | "withdraw",
+  amount: number,
+  key: string,
+): BranchInput => ({
+  type: "request",
+  requestId,
+  interface: kind,
+  amount,
+  key,
+});
+
+Deno.test("the primary applies a retried update once, and answers the retry as the first request", () => {
+  const first = run(initialState(1, 100, [2]), [
+    keyed(1, "deposit", 10, "7/1"),
+    keyed(2, "deposit", 10, "7/1"),
+  ]);
+  assertEquals(kinds(first.outbox), ["replicate"], "the retry is not replicated again");
+  const { outbox, state } = run(first.state, [replicated(1, 2)]);
+  assertEquals(
+    outbox.map((output) => output.type === "reply" && [output.requestId, output.balance, output.position]),
+    [
+      [1, 110, 1],
+      [2, 110, 1],
+    ],
+  );
+  // Once committed, a retry is answered at once, and still not applied again.
+  const later = run(state, [keyed(3, "deposit", 10, "7/1")]);
+  assertEquals(later.outbox, [{
+    type: "reply",
+    requestId: 3,
+    interface: "deposit",
+    success: true,
+    balance: 110,
+    position: 1,
+  }]);
+  assertEquals([later.state.balance, later.state.position], [110, 1]);
+});
+
+Deno.test("a retried withdrawal that failed fails again, even if the balance now allows it", () => {
+  const { outbox } = run(initialState(1, 100, []), [
+    keyed(1, "withdraw", 150, "7/1"),
+    keyed(2, "deposit", 100, "7/2"),
+    keyed(3, "withdraw", 150, "7/1"),
+  ]);
+  assertEquals(outbox.map((output) => output.type === "reply" && [output.success, output.balance]), [
+    [false, 100],
+    [true, 200],
+    [false, 100],
+  ]);
+});
+
+Deno.test("the primary refuses a request id reused for a different update", () => {
+  const { outbox } = run(initialState(1, 100, []), [
+    keyed(1, "deposit", 10, "7/1"),
+    keyed(2, "deposit", 11, "7/1"),
+  ]);
+  assertEquals(kinds(outbox), ["reply", "INVALID_ARGUMENT"]);
 });
 
 /**

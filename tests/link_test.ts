@@ -135,7 +135,7 @@ async function queryAt(address: string, primary: RawLink, commit: number): Promi
   const client = new BranchClient(address);
   try {
     await client.waitUntilServing(LINK_DEADLINE_MS);
-    const query = { id: 0, interface: "query", money: 0, amount: 0, customer_id: 0 };
+    const query = { id: 0, interface: "query", money: 0, amount: 0, customer_id: 0, request_id: 0 };
     const reply = client.deliver(query, LINK_DEADLINE_MS);
     const asked = await primary.next();
     assertEquals(asked["kind"], "read");
@@ -274,13 +274,13 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
   const client = new BranchClient(backup.address);
   try {
     const reply = client.deliver(
-      { id: 0, interface: "withdraw", money: 30, amount: 30, customer_id: 7 },
+      { id: 0, interface: "withdraw", money: 30, amount: 30, customer_id: 7, request_id: 3 },
       LINK_DEADLINE_MS,
     );
     assertEquals(await link.next(), {
       seq: "1",
       kind: "forward",
-      forward: { interface: "withdraw", amount: "30" },
+      forward: { interface: "withdraw", amount: "30", key: "7/3" },
     });
     link.send({ seq: 4, entry: { view: 0, position: 2, interface: "withdraw", amount: 30 } });
     assertEquals(await link.next(), {

@@ -1,24 +1,41 @@
 import { assertEquals } from "./_assert.ts";
 import { decodeEntry, decodeForward, decodeRequest, encodeResponse, units } from "../src/wire_codec.ts";
 
-const request = (fields: Partial<{ interface: string; money: number; amount: number }>) => ({
+const request = (
+  fields: Partial<
+    { interface: string; money: number; amount: number; customer_id: number; request_id: number }
+  >,
+) => ({
   id: 1,
   interface: "deposit",
   money: 0,
   amount: 0,
   customer_id: 0,
+  request_id: 0,
   ...fields,
 });
 
 Deno.test("decodeRequest() takes an original client's int32 money", () => {
   assertEquals(decodeRequest(request({ money: 170 })), {
     ok: true,
-    value: { interface: "deposit", amount: 170 },
+    value: { interface: "deposit", amount: 170, key: undefined },
   });
 });
 
+Deno.test("decodeRequest() keys a request by customer_id and request_id, when it has a request_id", () => {
+  assertEquals(decodeRequest(request({ money: 5, customer_id: 7, request_id: 3 })), {
+    ok: true,
+    value: { interface: "deposit", amount: 5, key: "7/3" },
+  });
+  assertEquals(decodeRequest(request({ money: 5, customer_id: 7 })), {
+    ok: true,
+    value: { interface: "deposit", amount: 5, key: undefined },
+  });
+  assertEquals(decodeRequest(request({ request_id: -1 })).ok, false);
+});
+
 Deno.test("decodeRequest() takes the int64 amount beyond int32", () => {
-  const value = { interface: "withdraw", amount: Number.MAX_SAFE_INTEGER } as const;
+  const value = { interface: "withdraw", amount: Number.MAX_SAFE_INTEGER, key: undefined } as const;
   assertEquals(decodeRequest(request({ interface: "withdraw", amount: 9007199254740991 })), {
     ok: true,
     value,
@@ -28,7 +45,7 @@ Deno.test("decodeRequest() takes the int64 amount beyond int32", () => {
 Deno.test("decodeRequest() ignores money on a query", () => {
   assertEquals(decodeRequest(request({ interface: "query", money: -3 })), {
     ok: true,
-    value: { interface: "query", amount: 0 },
+    value: { interface: "query", amount: 0, key: undefined },
   });
 });
 
@@ -47,12 +64,17 @@ Deno.test("decodeRequest() refuses malformed requests with INVALID_ARGUMENT", ()
 });
 
 Deno.test("decodeForward() takes a deposit or withdrawal and refuses a query or a bad amount", () => {
-  assertEquals(decodeForward({ interface: "withdraw", amount: 5 }), {
+  assertEquals(decodeForward({ interface: "withdraw", amount: 5, key: "7/3" }), {
     ok: true,
-    value: { kind: "withdraw", amount: 5 },
+    value: { update: { kind: "withdraw", amount: 5 }, key: "7/3" },
   });
-  assertEquals(decodeForward({ interface: "query", amount: 0 }).ok, false);
-  assertEquals(decodeForward({ interface: "deposit", amount: -5 }).ok, false);
+  assertEquals(decodeForward({ interface: "deposit", amount: 5, key: "" }), {
+    ok: true,
+    value: { update: { kind: "deposit", amount: 5 }, key: undefined },
+  });
+  assertEquals(decodeForward({ interface: "query", amount: 0, key: "" }).ok, false);
+  assertEquals(decodeForward({ interface: "deposit", amount: -5, key: "" }).ok, false);
+  assertEquals(decodeForward({ interface: "deposit", amount: 5, key: "7" }).ok, false);
 });
 
 Deno.test("decodeEntry() refuses position 0, a bad view or commit position, or a bad update", () => {
