@@ -164,6 +164,43 @@ export interface Waiting {
  */
 export type ReadMode = "commit" | "local";
 
+/**
+ * An immutable map that only grows, for the primary's record of decided requests, which grows with every
+ * keyed update: copying it on each one, as the rest of the state is copied, would make a run quadratic.
+ * Versions share one underlying Map, which holds each entry with the version that added it; a version sees
+ * only the entries added before it. Adding to the newest version appends in place; adding to an older
+ * one (a test stepping the same state twice, say) copies what that version sees first.
+ */
+export class Remembered<V> {
+  readonly #entries: Map<string, { readonly value: V; readonly added: number }>;
+  /** How many entries this version sees. */
+  readonly size: number;
+
+  private constructor(entries: Map<string, { readonly value: V; readonly added: number }>, size: number) {
+    this.#entries = entries;
+    this.size = size;
+  }
+
+  static empty<V>(): Remembered<V> {
+    return new Remembered(new Map(), 0);
+  }
+
+  get(key: string): V | undefined {
+    const entry = this.#entries.get(key);
+    return entry !== undefined && entry.added < this.size ? entry.value : undefined;
+  }
+
+  /** This map with `key` set to `value`; `key` must not be in it yet. */
+  with(key: string, value: V): Remembered<V> {
+    assert(this.get(key) === undefined, `${key} is remembered already`);
+    const entries = this.#entries.size === this.size
+      ? this.#entries
+      : new Map([...this.#entries].filter(([, entry]) => entry.added < this.size));
+    entries.set(key, { value, added: this.size });
+    return new Remembered(entries, this.size + 1);
+  }
+}
+
 /** A keyed update as the primary decided it. */
 export interface Decided extends Omit<Waiting, "requestId"> {
   readonly update: Update;
@@ -200,7 +237,7 @@ export interface BranchState {
    * At the primary: every keyed update decided so far, with its answer, so that a retry gets the same
    * answer and is not applied again (exactly once).
    */
-  readonly decided: ReadonlyMap<string, Decided>;
+  readonly decided: Remembered<Decided>;
   /** At a backup: forwarded updates waiting for the primary's decision, by request id. */
   readonly forwarded: ReadonlyMap<number, Interface>;
 }
@@ -244,7 +281,7 @@ export function initialState(
     awaiting: new Map(),
     failed: new Set(),
     waiting: [],
-    decided: new Map(),
+    decided: Remembered.empty(),
     forwarded: new Map(),
   };
 }
@@ -356,7 +393,7 @@ function sequence(state: BranchState, requestId: number, update: Update, key: st
 function remember(state: BranchState, key: string | undefined, answer: Waiting, update: Update) {
   if (key === undefined) return state.decided;
   const { requestId: _, ...decided } = answer;
-  return new Map(state.decided).set(key, { ...decided, update });
+  return state.decided.with(key, { ...decided, update });
 }
 
 /** At a backup: hand `update` to the primary and wait for its decision. */

@@ -9,6 +9,7 @@ import {
   type Entry,
   initialState,
   isPrimary,
+  Remembered,
   step,
   type Update,
 } from "../src/branch_core.ts";
@@ -675,4 +676,15 @@ Deno.test("step() in a simulated network agrees with a sequential ledger (200 se
 
 Deno.test("step() with concurrent customers in a simulated network passes the checker (200 seeded schedules)", () => {
   seeded((seed) => simulateConcurrent(seed, 1 + (seed % 5), 2 + (seed % 4), 12));
+});
+
+Deno.test("Remembered: each version sees only what was added before it, however it is added to", () => {
+  const one = Remembered.empty<number>().with("a", 1);
+  const two = one.with("b", 2);
+  // Adding to an older version again must not show through to it or to the newer one.
+  const other = one.with("c", 3);
+  assertEquals([one.get("a"), one.get("b"), one.get("c")], [1, undefined, undefined]);
+  assertEquals([two.get("a"), two.get("b"), two.get("c")], [1, 2, undefined]);
+  assertEquals([other.get("a"), other.get("b"), other.get("c")], [1, undefined, 3]);
+  assertEquals(two.with("c", 4).get("c"), 4);
 });
