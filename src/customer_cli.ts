@@ -27,7 +27,7 @@ Runs the customer entries of INPUT, one after another, against running branches,
   --branch ID=HOST:PORT  where branch ID listens; repeat for each
   --port-base N          branch ID listens on 127.0.0.1:N+ID (the original's 50000 layout)
   --format F             ${FORMATS.join(", ")} (default json)
-  --deadline-ms MS       deadline of each request (default 10000)
+  --deadline-ms MS       deadline of each attempt of a request (default 10000; up to 4 attempts)
   --start-timeout-ms MS  how long to wait for every branch to serve (default 30000)
   --plan-stdin           (used by main) read the input, then the addresses, as JSON lines from stdin`;
 

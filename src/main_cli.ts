@@ -26,8 +26,8 @@ received to the output file.
                        original program did; the output keeps its order
   --history PATH       also write the run's history, one JSON line per request, for main.ts check
   --port-base N        branch ID listens on 127.0.0.1:N+ID (default: free ports)
-  --deadline-ms MS     deadline of each request (default 10000); an update forwarded to the primary
-                       gets half of it, and an entry sent to a backup a quarter
+  --deadline-ms MS     deadline of each attempt of a request (default 10000); an update forwarded to
+                       the primary gets half of it, and an entry sent to a backup a quarter
   --start-timeout-ms MS  how long branches may take to start serving (default 30000)
   --verbose            print progress (processes started, their pids and addresses) on stderr
 
