@@ -12,6 +12,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { childCommand, currentContext } from "../src/launch.ts";
+import { readLines } from "../src/lines.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 
@@ -76,6 +77,114 @@ async function bank(inputPath: string, outputPath: string): Promise<void> {
   if (!result.success) throw new Error(`main.ts failed: ${new TextDecoder().decode(result.stderr)}`);
 }
 
+/** A server process of the throughput scenario, started with a branch's permissions. */
+interface Server {
+  readonly address: string;
+  stop(): Promise<void>;
+}
+
+/** Starts `script` (branch.ts or a bench script) with `args`, and waits for the address it prints. */
+async function startServer(script: string, args: readonly string[]): Promise<Server> {
+  const context = { ...currentContext(), root: ROOT };
+  const { command, args: branchArgs } = childCommand("branch", args, { context, net: ["127.0.0.1"] });
+  const scriptArgs = branchArgs.map((arg) => arg === `${ROOT}/branch.ts` ? `${ROOT}/${script}` : arg);
+  const child = new Deno.Command(command, {
+    args: scriptArgs,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  })
+    .spawn();
+  const lines = readLines(child.stdout);
+  const first = await lines.next();
+  const address = first.done ? undefined : (JSON.parse(first.value) as { listening?: string }).listening;
+  if (address === undefined) throw new Error(`${script} did not start`);
+  return {
+    address,
+    // The echo server stops when its stdin closes, a branch started by hand on SIGTERM.
+    stop: async () => {
+      await child.stdin.close();
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // Exited already.
+      }
+      for await (const _ of lines);
+      await child.status;
+    },
+  };
+}
+
+/** What bench/load_child.ts reports. */
+interface LoadReport {
+  readonly requests: number;
+  readonly seconds: number;
+  readonly p50: number;
+  readonly p99: number;
+}
+
+/** Runs bench/load_child.ts against `addresses` with the branches' permissions; returns its report. */
+async function load(addresses: readonly string[], concurrency: number, seconds: number): Promise<LoadReport> {
+  const context = { ...currentContext(), root: ROOT };
+  const flags = [
+    "--addresses",
+    addresses.join(","),
+    "--concurrency",
+    String(concurrency),
+    "--seconds",
+    String(seconds),
+  ];
+  const { command, args } = childCommand("branch", flags, { context, net: ["127.0.0.1"] });
+  const loadArgs = args.map((arg) => arg === `${ROOT}/branch.ts` ? `${ROOT}/bench/load_child.ts` : arg);
+  const result = await new Deno.Command(command, { args: loadArgs, stdout: "piped", stderr: "inherit" })
+    .output();
+  if (!result.success) throw new Error("the load process failed");
+  return JSON.parse(new TextDecoder().decode(result.stdout)) as LoadReport;
+}
+
+/**
+ * Issue 3's throughput scenario: 5 branches (reads at the commit, as for concurrent customers) under 128
+ * requests in flight, against plain unary calls to 5 echo servers at the same concurrency, in the same
+ * run. Prints both and the ratio of the rates (target: at least 0.5); returns whether it was met.
+ */
+async function throughputMet(seconds: number): Promise<boolean> {
+  const concurrency = 128;
+  const measure = async (servers: Server[]) => {
+    try {
+      return await load(servers.map((server) => server.address), concurrency, seconds);
+    } finally {
+      await Promise.all(servers.map((server) => server.stop()));
+    }
+  };
+  const echo = await measure(
+    await Promise.all(Array.from({ length: 5 }, () => startServer("bench/echo_child.ts", []))),
+  );
+  // Backups first: the primary needs their addresses (the backups never dial the primary).
+  const balance = ["--balance", "1000000"];
+  const backups = await Promise.all(
+    [2, 3, 4, 5].map((id) =>
+      startServer("branch.ts", ["--id", String(id), ...balance, "--peer", "1=127.0.0.1:1"])
+    ),
+  );
+  const peers = backups.flatMap((backup, index) => ["--peer", `${index + 2}=${backup.address}`]);
+  const primary = await startServer("branch.ts", ["--id", "1", ...balance, ...peers]);
+  const bank = await measure([primary, ...backups]);
+  const rate = (report: LoadReport) => report.requests / report.seconds;
+  const ratio = rate(bank) / rate(echo);
+  const line = (name: string, report: LoadReport) =>
+    `${name.padEnd(6)} ${rate(report).toFixed(0).padStart(7)} per s   p50 ${
+      report.p50.toFixed(1).padStart(6)
+    } ms` +
+    `   p99 ${report.p99.toFixed(1).padStart(6)} ms`;
+  console.log(
+    `\nthroughput: 5 processes, ${concurrency} requests in flight, ${seconds} s each, deposits and withdrawals`,
+  );
+  console.log(line("echo", echo));
+  console.log(line("bank", bank));
+  console.log(`ratio ${ratio.toFixed(2)}x of echo, target 0.5x ${ratio >= 0.5 ? "met" : "MISSED"}`);
+  return ratio >= 0.5;
+}
+
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
@@ -84,7 +193,10 @@ function median(values: readonly number[]): number {
     : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
 }
 
-const { values } = parseArgs({ args: Deno.args, options: { rounds: { type: "string", default: "3" } } });
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { rounds: { type: "string", default: "3" }, seconds: { type: "string", default: "3" } },
+});
 const rounds = Number(values.rounds);
 if (!Number.isSafeInteger(rounds) || rounds < 1) {
   console.error(`bench: --rounds: expected a whole number of at least 1, got "${values.rounds}"`);
@@ -128,6 +240,7 @@ try {
         }`,
     );
   }
+  if (!await throughputMet(Number(values.seconds))) missed = true;
 } finally {
   await Deno.remove(dir, { recursive: true });
 }
