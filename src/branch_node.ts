@@ -5,6 +5,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { assert } from "./assert.ts";
 import {
   type BranchInput,
@@ -14,6 +15,7 @@ import {
   initialState,
   isPrimary,
   type ReadMode,
+  type Refusal,
   step,
   type Update,
 } from "./branch_core.ts";
@@ -71,6 +73,8 @@ export class BranchNode {
   #serving = false;
   #nextRequestId = 1;
   readonly #calls = new Map<number, OpenCall>();
+  /** At the primary: entries sequenced in this turn, by backup, not sent yet (see #replicate). */
+  readonly #outgoing = new Map<number, Entry[]>();
 
   private constructor(options: BranchNodeOptions) {
     this.#options = options;
@@ -228,10 +232,22 @@ export class BranchNode {
       if (request.kind === "read") {
         return this.#call((requestId) => ({ type: "readIndex", requestId }), answer);
       }
-      if (request.kind === "entry") {
-        const entry = decodeEntry(request.entry);
-        if (!entry.ok) return Promise.reject(new RpcError(entry.refusal.code, entry.refusal.message));
-        return this.#call((requestId) => ({ type: "entry", requestId, entry: entry.value }), answer);
+      if (request.kind === "entry" || request.kind === "batch") {
+        // Each entry of a batch is applied as if it came alone; the batch is answered for its last entry,
+        // or with the first refusal (the entries before it stay applied).
+        const applying: Promise<LinkAnswer>[] = [];
+        for (const wire of request.kind === "entry" ? [request.entry] : request.batch.entries) {
+          const entry = decodeEntry(wire);
+          if (!entry.ok) {
+            applying.push(Promise.reject(new RpcError(entry.refusal.code, entry.refusal.message)));
+            break;
+          }
+          applying.push(
+            this.#call((requestId) => ({ type: "entry", requestId, entry: entry.value }), answer),
+          );
+        }
+        if (applying.length === 0) return Promise.reject(new RpcError("INVALID_ARGUMENT", "an empty batch"));
+        return Promise.all(applying).then((answers) => answers.at(-1) as LinkAnswer);
       }
       const update = decodeForward(request.forward);
       if (!update.ok) return Promise.reject(new RpcError(update.refusal.code, update.refusal.message));
@@ -303,13 +319,42 @@ export class BranchNode {
     );
   }
 
+  /**
+   * Queues `entry` for `backup`. The entries the core sequences in one turn of the event loop go to each
+   * backup as one message (an EntryBatch), answered once: with many customers at once, a message per
+   * entry per backup was most of the primary's work.
+   */
   #replicate(backup: number, entry: Entry): void {
-    const { view, position, update, commit } = entry;
-    const message = { entry: { view, position, interface: update.kind, amount: update.amount, commit } };
-    this.#link(backup).send(message, Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2))).then(
-      () => this.#feed({ type: "replicated", position, backup, refusal: undefined }),
-      (error: RpcError) => this.#feed({ type: "replicated", position, backup, refusal: refusal(error) }),
-    );
+    const queued = this.#outgoing.get(backup);
+    if (queued !== undefined) {
+      queued.push(entry);
+      return;
+    }
+    this.#outgoing.set(backup, [entry]);
+    if (this.#outgoing.size === 1) setImmediate(() => this.#sendEntries());
+  }
+
+  #sendEntries(): void {
+    const deadlineMs = Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2));
+    for (const [backup, entries] of this.#outgoing) {
+      const wire = entries.map(({ view, position, update, commit }) => ({
+        view,
+        position,
+        interface: update.kind,
+        amount: update.amount,
+        commit,
+      }));
+      const feed = (failure: Refusal | undefined) => {
+        for (const { position } of entries) {
+          this.#feed({ type: "replicated", position, backup, refusal: failure });
+        }
+      };
+      this.#link(backup).send({ batch: { entries: wire } }, deadlineMs).then(
+        () => feed(undefined),
+        (error: RpcError) => feed(refusal(error)),
+      );
+    }
+    this.#outgoing.clear();
   }
 
   #forward(requestId: number, update: Update, key: string | undefined): void {

@@ -51,13 +51,15 @@ export interface WireForward {
 export type WireLinkRequest =
   | { readonly kind: "entry"; readonly entry: WireEntry }
   | { readonly kind: "forward"; readonly forward: WireForward }
-  | { readonly kind: "read"; readonly read: Record<string, never> };
+  | { readonly kind: "read"; readonly read: Record<string, never> }
+  | { readonly kind: "batch"; readonly batch: { readonly entries: readonly WireEntry[] } };
 
 /** A request to send on a link. */
 export type OutgoingLinkRequest =
   | { readonly entry: WireEntry }
   | { readonly forward: WireForward }
-  | { readonly read: Record<string, never> };
+  | { readonly read: Record<string, never> }
+  | { readonly batch: { readonly entries: readonly WireEntry[] } };
 
 /** What a link request is answered with, when it is carried out (`Answer` without its error fields). */
 export interface LinkAnswer {

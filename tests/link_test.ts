@@ -313,3 +313,32 @@ Deno.test("a branch started by hand stops gracefully on SIGTERM while it still w
   await assertStopsGracefully(primary);
   await assertStopsGracefully(backup);
 });
+
+Deno.test("a backup applies a batch of entries in order and answers for the last, or with the first refusal", async () => {
+  await using backup = await startBranch(["--id", "2", "--balance", "100", "--peer", `1=${UNUSED}`]);
+  await using link = new RawLink(backup.address, "1");
+  await link.accepted();
+  const entry = (position: number, amount: number) => ({
+    view: 0,
+    position,
+    interface: "deposit",
+    amount,
+    commit: 0,
+  });
+  link.send({ seq: 1, batch: { entries: [entry(1, 1), entry(2, 2), entry(3, 3)] } });
+  assertEquals(await link.next(), {
+    seq: "1",
+    kind: "answer",
+    answer: { success: true, balance: "106", position: "3", code: 0, message: "" },
+  });
+  // Position 6 skips 5: the batch is refused there, and the entry before it stays applied.
+  link.send({ seq: 2, batch: { entries: [entry(4, 10), entry(6, 20)] } });
+  const { answer } = await link.next() as { answer: { code: number; message: string } };
+  assertEquals([answer.code, answer.message], [
+    grpc.status.ABORTED,
+    "entry at position 6, but branch 2 expects position 5",
+  ]);
+  assertEquals(await queryAt(backup.address, link, 4), 116);
+  await link.close();
+  await assertStopsGracefully(backup);
+});
