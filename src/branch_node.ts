@@ -320,9 +320,10 @@ export class BranchNode {
   }
 
   /**
-   * Queues `entry` for `backup`. The entries the core sequences in one turn of the event loop go to each
-   * backup as one message (an EntryBatch), answered once: with many customers at once, a message per
-   * entry per backup was most of the primary's work.
+   * Sends `entry` to `backup`, at once if nothing is in flight to it, or else with the other entries
+   * sequenced in this turn of the event loop, as one message (an EntryBatch) answered once. With many
+   * customers at once, a message per entry per backup was most of the primary's work; with one at a time,
+   * waiting for the turn to end would only add latency.
    */
   #replicate(backup: number, entry: Entry): void {
     const queued = this.#outgoing.get(backup);
@@ -330,31 +331,37 @@ export class BranchNode {
       queued.push(entry);
       return;
     }
+    if (this.#link(backup).inFlight === 0) {
+      this.#sendEntries(backup, [entry]);
+      return;
+    }
     this.#outgoing.set(backup, [entry]);
-    if (this.#outgoing.size === 1) setImmediate(() => this.#sendEntries());
+    if (this.#outgoing.size === 1) setImmediate(() => this.#sendQueued());
   }
 
-  #sendEntries(): void {
-    const deadlineMs = Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2));
-    for (const [backup, entries] of this.#outgoing) {
-      const wire = entries.map(({ view, position, update, commit }) => ({
-        view,
-        position,
-        interface: update.kind,
-        amount: update.amount,
-        commit,
-      }));
-      const feed = (failure: Refusal | undefined) => {
-        for (const { position } of entries) {
-          this.#feed({ type: "replicated", position, backup, refusal: failure });
-        }
-      };
-      this.#link(backup).send({ batch: { entries: wire } }, deadlineMs).then(
-        () => feed(undefined),
-        (error: RpcError) => feed(refusal(error)),
-      );
-    }
+  #sendQueued(): void {
+    for (const [backup, entries] of this.#outgoing) this.#sendEntries(backup, entries);
     this.#outgoing.clear();
+  }
+
+  #sendEntries(backup: number, entries: readonly Entry[]): void {
+    const deadlineMs = Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2));
+    const wire = entries.map(({ view, position, update, commit }) => ({
+      view,
+      position,
+      interface: update.kind,
+      amount: update.amount,
+      commit,
+    }));
+    const feed = (failure: Refusal | undefined) => {
+      for (const { position } of entries) {
+        this.#feed({ type: "replicated", position, backup, refusal: failure });
+      }
+    };
+    this.#link(backup).send({ batch: { entries: wire } }, deadlineMs).then(
+      () => feed(undefined),
+      (error: RpcError) => feed(refusal(error)),
+    );
   }
 
   #forward(requestId: number, update: Update, key: string | undefined): void {

@@ -436,6 +436,11 @@ export class Link {
     });
   }
 
+  /** How many requests this end has sent and not had answered yet. */
+  get inFlight(): number {
+    return this.#inFlight.size;
+  }
+
   /** Answers the other end's requests with `handler` from now on. */
   serve(handler: LinkRequestHandler): void {
     this.#onRequest = handler;
