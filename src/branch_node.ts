@@ -1,6 +1,7 @@
 /**
  * A branch process's driver: it serves gRPC, feeds each call to the pure core as an input, and carries
- * out the core's outbox (replies, entries and forwards). No protocol decision is made here.
+ * out the core's outbox (replies, entries, forwards and read indexes), sending the entries for a backup in
+ * batches while one is in flight. No protocol decision is made here.
  *
  * @module
  */
@@ -73,7 +74,7 @@ export class BranchNode {
   #serving = false;
   #nextRequestId = 1;
   readonly #calls = new Map<number, OpenCall>();
-  /** At the primary: entries sequenced in this turn, by backup, not sent yet (see #replicate). */
+  /** At the primary: by backup, entries sequenced while one was in flight, sent when this turn ends. */
   readonly #outgoing = new Map<number, Entry[]>();
 
   private constructor(options: BranchNodeOptions) {
