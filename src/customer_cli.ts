@@ -29,6 +29,8 @@ Runs the customer entries of INPUT, one after another, against running branches,
   --format F             ${FORMATS.join(", ")} (default json)
   --deadline-ms MS       deadline of each attempt of a request (default 10000; up to 4 attempts)
   --start-timeout-ms MS  how long to wait for every branch to serve (default 30000)
+  --concurrent           run every customer entry at once (each entry's events still in order); start
+                         the branches with --reads commit (their default) for linearizable answers
   --plan-stdin           (used by main) read the input, then the addresses, as JSON lines from stdin`;
 
 /** The first line `main` sends a customer process on its standard input: the input, as validated by main. */
@@ -74,6 +76,7 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
     "deadline-ms": { type: "string" },
     "start-timeout-ms": { type: "string" },
     "plan-stdin": { type: "boolean" },
+    concurrent: { type: "boolean" },
     help: { type: "boolean" },
   });
   if (values.help) {
@@ -122,7 +125,10 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
   const scenario = await readScenario(positionals[0] as string);
   using clients = disposable(connectAll(branchAddresses(scenario, values.branch, values["port-base"])));
   await waitUntilServing(clients.map, startTimeoutMs);
-  const results = await runCustomers(scenario.customers, clients.map, { deadlineMs });
+  const results = await runCustomers(scenario.customers, clients.map, {
+    deadlineMs,
+    concurrent: values.concurrent ?? false,
+  });
   await Deno.stdout.write(new TextEncoder().encode(renderOutput(results, format)));
   return 0;
 }

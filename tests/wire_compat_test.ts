@@ -159,6 +159,18 @@ Deno.test("branches and customers started by hand, on addresses given as flags, 
     '[\n{"id": 1, "recv": [{"interface": "deposit", "result": "success"}, {"interface": "query", "balance": 150}]},\n' +
       '{"id": 2, "recv": [{"interface": "withdraw", "result": "fail"}, {"interface": "withdraw", "result": "success"}]}\n]\n',
   );
+  // The same entries at once: the output keeps the input's order and shape.
+  const concurrent = await runEntry("customer.ts", [
+    `${dir.path}/in.json`,
+    "--branch",
+    `1=${one}`,
+    "--branch",
+    `2=${two}`,
+    "--concurrent",
+  ]);
+  assertEquals(concurrent.code, 0, concurrent.stderr);
+  const entries = JSON.parse(concurrent.stdout) as { id: number; recv: unknown[] }[];
+  assertEquals(entries.map(({ id, recv }) => [id, recv.length]), [[1, 2], [2, 2]]);
 });
 
 Deno.test("customer.ts gives up on a branch that does not serve within --start-timeout-ms, on one line", async () => {
