@@ -200,9 +200,7 @@ function linkHandler(
     const refusal = peer === undefined
       ? new RpcError("INVALID_ARGUMENT", `a link must name its opener in a ${BRANCH_ID_HEADER} header`)
       : linked(peer, link);
-    if (refusal !== undefined) {
-      call.emit("error", { code: grpc.status[refusal.code], details: refusal.message });
-    }
+    if (refusal !== undefined) link.refuse(refusal);
   };
 }
 
