@@ -47,14 +47,24 @@ async function timed(run: () => Promise<void>): Promise<number> {
 }
 
 /** N bare processes at once, with the permissions a branch gets (src/launch.ts), each run to its exit. */
-async function floor(processes: number): Promise<void> {
+/**
+ * The command line of a branch started by main (src/launch.ts), with the same permissions, running
+ * `script` (relative to the project) in place of branch.ts.
+ */
+function asBranch(script: string, args: readonly string[]): { command: string; args: string[] } {
   const context = { ...currentContext(), root: ROOT };
-  const { command, args } = childCommand("branch", [], { context, net: ["127.0.0.1"] });
-  // The same command line as a branch's, with the floor's script in place of branch.ts.
-  const floorArgs = args.map((arg) => arg === `${ROOT}/branch.ts` ? `${ROOT}/bench/floor_child.ts` : arg);
+  const branch = childCommand("branch", args, { context, net: ["127.0.0.1"] });
+  return {
+    command: branch.command,
+    args: branch.args.map((arg) => arg === `${ROOT}/branch.ts` ? `${ROOT}/${script}` : arg),
+  };
+}
+
+async function floor(processes: number): Promise<void> {
+  const { command, args } = asBranch("bench/floor_child.ts", []);
   const children = Array.from(
     { length: processes },
-    () => new Deno.Command(command, { args: floorArgs, stdout: "piped" }).output(),
+    () => new Deno.Command(command, { args, stdout: "piped" }).output(),
   );
   for (const child of await Promise.all(children)) {
     if (!child.success || !new TextDecoder().decode(child.stdout).includes("ready")) {
@@ -85,9 +95,7 @@ interface Server {
 
 /** Starts `script` (branch.ts or a bench script) with `args`, and waits for the address it prints. */
 async function startServer(script: string, args: readonly string[]): Promise<Server> {
-  const context = { ...currentContext(), root: ROOT };
-  const { command, args: branchArgs } = childCommand("branch", args, { context, net: ["127.0.0.1"] });
-  const scriptArgs = branchArgs.map((arg) => arg === `${ROOT}/branch.ts` ? `${ROOT}/${script}` : arg);
+  const { command, args: scriptArgs } = asBranch(script, args);
   const child = new Deno.Command(command, {
     args: scriptArgs,
     stdin: "piped",
@@ -125,7 +133,6 @@ interface LoadReport {
 
 /** Runs bench/load_child.ts against `addresses` with the branches' permissions; returns its report. */
 async function load(addresses: readonly string[], concurrency: number, seconds: number): Promise<LoadReport> {
-  const context = { ...currentContext(), root: ROOT };
   const flags = [
     "--addresses",
     addresses.join(","),
@@ -134,9 +141,8 @@ async function load(addresses: readonly string[], concurrency: number, seconds: 
     "--seconds",
     String(seconds),
   ];
-  const { command, args } = childCommand("branch", flags, { context, net: ["127.0.0.1"] });
-  const loadArgs = args.map((arg) => arg === `${ROOT}/branch.ts` ? `${ROOT}/bench/load_child.ts` : arg);
-  const result = await new Deno.Command(command, { args: loadArgs, stdout: "piped", stderr: "inherit" })
+  const { command, args } = asBranch("bench/load_child.ts", flags);
+  const result = await new Deno.Command(command, { args, stdout: "piped", stderr: "inherit" })
     .output();
   if (!result.success) throw new Error("the load process failed");
   return JSON.parse(new TextDecoder().decode(result.stdout)) as LoadReport;
