@@ -12,7 +12,14 @@
  */
 
 import { addressFlags, durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
-import { connectAll, finalStates, runCustomers, type TimedResult, waitUntilServing } from "./customer_run.ts";
+import {
+  connectAll,
+  finalStates,
+  runCustomers,
+  type TimedResult,
+  untilServing,
+  waitUntilServing,
+} from "./customer_run.ts";
 import type { HistoryFinal } from "./history.ts";
 import { readScenario, type Scenario, validateScenario } from "./input.ts";
 import { type Format, FORMATS, renderOutput } from "./output.ts";
@@ -97,7 +104,7 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
       const { branch, address } = JSON.parse(await nextLine(lines)) as CustomerAddress;
       const client = new BranchClient(address);
       clients.map.set(branch, client);
-      const watch = waitUntilServing(new Map([[branch, client]]), startTimeoutMs);
+      const watch = untilServing(client, startTimeoutMs);
       watch.catch(() => {}); // Seen below, once every address is in.
       watches.push(watch);
     }

@@ -57,16 +57,19 @@ export async function waitUntilServing(
   clients: ReadonlyMap<number, BranchClient>,
   timeoutMs: number,
 ): Promise<void> {
-  await Promise.all([...clients.values()].map(async (client) => {
-    try {
-      await client.waitUntilServing(timeoutMs);
-    } catch (error) {
-      const reason = error instanceof RpcError && error.code === "DEADLINE_EXCEEDED"
-        ? `not serving within ${timeoutMs} ms`
-        : `not serving: ${error instanceof Error ? error.message : error}`;
-      throw new CustomerError(`branch at ${client.address} is ${reason}`);
-    }
-  }));
+  await Promise.all([...clients.values()].map((client) => untilServing(client, timeoutMs)));
+}
+
+/** {@linkcode waitUntilServing} for one branch. */
+export async function untilServing(client: BranchClient, timeoutMs: number): Promise<void> {
+  try {
+    await client.waitUntilServing(timeoutMs);
+  } catch (error) {
+    const reason = error instanceof RpcError && error.code === "DEADLINE_EXCEEDED"
+      ? `not serving within ${timeoutMs} ms`
+      : `not serving: ${error instanceof Error ? error.message : error}`;
+    throw new CustomerError(`branch at ${client.address} is ${reason}`);
+  }
 }
 
 /** A client for every branch (id to host:port), each already connecting, so no request waits for that. */
@@ -78,7 +81,10 @@ export function connectAll(addresses: ReadonlyMap<number, string>): Map<number, 
   }));
 }
 
-/** Runs the entries one after another through `clients` (branch id to its client). */
+/**
+ * Runs the entries through `clients` (branch id to its client): one after another, or all at once with
+ * `concurrent`; each entry's events in order either way. Results come back in the entries' order.
+ */
 export async function runCustomers(
   entries: readonly CustomerEntry[],
   clients: ReadonlyMap<number, BranchClient>,
@@ -86,9 +92,12 @@ export async function runCustomers(
 ): Promise<TimedResult[]> {
   // Each request's id is its event's place among all the input's events, from 1: unique and the same in
   // every run of the input, so that a branch recognises a retry (Request.request_id).
-  const firstRequest = entries.map((_, index) =>
-    entries.slice(0, index).reduce((count, entry) => count + entry.events.length, 1)
-  );
+  const firstRequest: number[] = [];
+  let next = 1;
+  for (const entry of entries) {
+    firstRequest.push(next);
+    next += entry.events.length;
+  }
   const runEntry = async (entry: CustomerEntry, index: number): Promise<TimedResult> => {
     const recv: TimedReply[] = [];
     for (const [eventIndex, event] of entry.events.entries()) {
