@@ -180,16 +180,14 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
   // request itself runs out of time.
   const forwardDeadline = ["--deadline-ms", String(Math.max(1, Math.floor(options.deadlineMs / 2)))];
   const ports = scenario.branches.map(({ id }) => options.portBase === undefined ? 0 : options.portBase + id);
-  const primary = primaryOf(scenario.branches.map(({ id }) => id));
-  const spawnOrder = scenario.branches.map((_, index) => index).sort((a, b) =>
-    Number(scenario.branches[b]?.id === primary) - Number(scenario.branches[a]?.id === primary)
-  );
+  const ids = scenario.branches.map(({ id }) => id);
+  const primaryIndex = ids.indexOf(primaryOf(ids));
+  // Customers acting one at a time (the default) may be answered from each branch's own replica; at
+  // once, queries must read at the primary's commit position (see ReadMode in src/branch_core.ts).
+  const reads = ["--reads", options.concurrent ? "commit" : "local"];
   const branches: Child[] = [];
-  for (const index of spawnOrder) {
+  for (const index of [primaryIndex, ...ids.keys().filter((index) => index !== primaryIndex)]) {
     const { id, balance } = scenario.branches[index] as Scenario["branches"][number];
-    // Customers acting one at a time (the default) may be answered from each branch's own replica; at
-    // once, queries must read at the primary's commit position (see ReadMode in src/branch_core.ts).
-    const reads = ["--reads", options.concurrent ? "commit" : "local"];
     const args = ["--control-stdin", "--id", String(id), "--balance", String(balance), ...reads];
     const listen = ["--listen", `127.0.0.1:${ports[index]}`];
     const command = childCommand("branch", [...args, ...listen, ...forwardDeadline, ...startTimeout], {
@@ -234,15 +232,18 @@ async function listeningAddress(child: Child): Promise<string> {
   return address;
 }
 
-/** The customer process's results, one line per entry; the run needs no more from it after the last. */
+/** The branches' final states, the customer process's line after its last result (for a history). */
 async function finalStates(customer: Child): Promise<readonly HistoryFinal[]> {
   const line = await customer.nextLine();
   if (line === undefined) throw await customer.failure(" before it reported the branches' final states");
   return (JSON.parse(line) as CustomerFinals).finals;
 }
 
+/**
+ * The customer process's results: one line per entry, in the order the entries finish, put back in
+ * input order. The run needs no more from it after the last (its exit is not awaited).
+ */
 async function collectResults(customer: Child, expected: number): Promise<TimedResult[]> {
-  // One line per entry, in the order the entries finish; put back in input order.
   const results: TimedResult[] = new Array(expected);
   for (let received = 0; received < expected; received++) {
     const line = await customer.nextLine();
