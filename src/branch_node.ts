@@ -87,7 +87,7 @@ export class BranchNode {
     node.#server = await serveBranch(options.listen, {
       deliver: (request) => {
         const decoded = decodeRequest(request);
-        if (!decoded.ok) return Promise.reject(new RpcError(decoded.refusal.code, decoded.refusal.message));
+        if (!decoded.ok) return rejected(decoded.refusal);
         if (!node.#serving) {
           return Promise.reject(new RpcError("UNAVAILABLE", `branch ${options.id} is not serving yet`));
         }
@@ -240,7 +240,7 @@ export class BranchNode {
         for (const wire of request.kind === "entry" ? [request.entry] : request.batch.entries) {
           const entry = decodeEntry(wire);
           if (!entry.ok) {
-            applying.push(Promise.reject(new RpcError(entry.refusal.code, entry.refusal.message)));
+            applying.push(rejected(entry.refusal));
             break;
           }
           applying.push(
@@ -251,7 +251,7 @@ export class BranchNode {
         return Promise.all(applying).then((answers) => answers.at(-1) as LinkAnswer);
       }
       const update = decodeForward(request.forward);
-      if (!update.ok) return Promise.reject(new RpcError(update.refusal.code, update.refusal.message));
+      if (!update.ok) return rejected(update.refusal);
       return this.#call(
         (requestId) => ({ type: "forward", requestId, from: peer, ...update.value }),
         answer,
@@ -305,6 +305,12 @@ export class BranchNode {
     return call;
   }
 
+  /** At a backup: its link with the primary. */
+  #primaryLink(): Link {
+    assert(this.#state !== undefined, "the primary is not known before configure");
+    return this.#link(this.#state.primary);
+  }
+
   #link(peer: number): Link {
     const link = this.#links.get(peer);
     assert(link !== undefined, `branch ${this.#options.id} has no link with branch ${peer}`);
@@ -312,8 +318,7 @@ export class BranchNode {
   }
 
   #askIndex(requestId: number): void {
-    const primary = (this.#state as BranchState).primary;
-    this.#link(primary).send({ read: {} }, this.#options.forwardDeadlineMs).then(
+    this.#primaryLink().send({ read: {} }, this.#options.forwardDeadlineMs).then(
       ({ position }) => this.#feed({ type: "indexed", requestId, commit: position, refusal: undefined }),
       (error: RpcError) =>
         this.#feed({ type: "indexed", requestId, commit: undefined, refusal: refusal(error) }),
@@ -366,14 +371,18 @@ export class BranchNode {
   }
 
   #forward(requestId: number, update: Update, key: string | undefined): void {
-    const primary = (this.#state as BranchState).primary;
     const message = { forward: { interface: update.kind, amount: update.amount, key: key ?? "" } };
-    this.#link(primary).send(message, this.#options.forwardDeadlineMs).then(
+    this.#primaryLink().send(message, this.#options.forwardDeadlineMs).then(
       (decision) => this.#feed({ type: "decided", requestId, decision, refusal: undefined }),
       (error: RpcError) =>
         this.#feed({ type: "decided", requestId, decision: undefined, refusal: refusal(error) }),
     );
   }
+}
+
+/** A call answered with `refusal`'s status (a malformed request, refused before it reaches the core). */
+function rejected(refusal: Refusal): Promise<never> {
+  return Promise.reject(new RpcError(refusal.code, refusal.message));
 }
 
 /** A failed link request as the core's refusal (a status the core does not know is UNAVAILABLE). */
