@@ -6,21 +6,18 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { integerFlag, parseFlags } from "../src/cli_args.ts";
 import { BranchClient } from "../src/transport.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    addresses: { type: "string" },
-    concurrency: { type: "string", default: "128" },
-    seconds: { type: "string", default: "3" },
-  },
+const { values } = parseFlags(Deno.args, {
+  addresses: { type: "string" },
+  concurrency: { type: "string" },
+  seconds: { type: "string" },
 });
 const clients = (values.addresses ?? "").split(",").map((address) => new BranchClient(address));
 await Promise.all(clients.map((client) => client.waitUntilServing(30_000)));
-const concurrency = Number(values.concurrency);
-const until = performance.now() + 1000 * Number(values.seconds);
+const concurrency = integerFlag("concurrency", values.concurrency, 128);
+const until = performance.now() + 1000 * Number(values.seconds ?? "3");
 const latencies: number[] = [];
 const started = performance.now();
 await Promise.all(Array.from({ length: concurrency }, async (_, worker) => {

@@ -37,7 +37,7 @@ function isAppliedUpdate(request: HistoryRequest): boolean {
 }
 
 /** How a request is named in a violation. */
-export function describe(request: HistoryRequest): string {
+function describe(request: HistoryRequest): string {
   const event = request.eventId === null ? `#${request.event}` : `${request.eventId}`;
   return `customer ${request.customer} event ${event} (${request.interface}` +
     `${request.interface === "query" ? "" : ` ${request.amount}`} at branch ${request.branch})`;
