@@ -38,6 +38,11 @@ export interface BankRunOptions {
   readonly deadlineMs: number;
   /** How long branches may take to start serving. */
   readonly startTimeoutMs: number;
+  /**
+   * Where the branches keep their logs, a directory each (branch-ID); a branch finds its log of an earlier
+   * run there and goes on from it. When undefined, a fresh temporary directory, removed after the run.
+   */
+  readonly dataDir: string | undefined;
   readonly context: LaunchContext;
   /** Owns the child processes; failing it (on SIGINT, say) ends the run. */
   readonly supervisor: Supervisor;
@@ -65,8 +70,21 @@ export async function runBank(options: BankRunOptions): Promise<void> {
       await output.discard();
       throw error;
     });
+  let dataDir: string | undefined;
   try {
-    await runProcesses(scenario, options, async (results, finals) => {
+    dataDir = options.dataDir === undefined
+      ? await Deno.makeTempDir({ prefix: "bank-data-" })
+      : await Deno.mkdir(options.dataDir, { recursive: true }).then(() =>
+        Deno.realPath(options.dataDir as string)
+      )
+        .catch((error: Error) => {
+          throw new InputError(
+            options.dataDir as string,
+            "",
+            `cannot use as the data directory: ${error.message}`,
+          );
+        });
+    await runProcesses(scenario, { ...options, dataDir }, async (results, finals) => {
       await output.commit(renderOutput(results, options.format));
       await history?.commit(renderHistory(toHistory(scenario, results, finals)));
     });
@@ -74,6 +92,10 @@ export async function runBank(options: BankRunOptions): Promise<void> {
     await output.discard();
     await history?.discard();
     throw error;
+  } finally {
+    if (options.dataDir === undefined && dataDir !== undefined) {
+      await Deno.remove(dataDir, { recursive: true });
+    }
   }
 }
 
@@ -190,10 +212,13 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
     const { id, balance } = scenario.branches[index] as Scenario["branches"][number];
     const args = ["--control-stdin", "--id", String(id), "--balance", String(balance), ...reads];
     const listen = ["--listen", `127.0.0.1:${ports[index]}`];
-    const command = childCommand("branch", [...args, ...listen, ...forwardDeadline, ...startTimeout], {
-      context,
-      net: ["127.0.0.1"],
-    });
+    // Each branch may write its own directory and no other.
+    const dataDir = `${options.dataDir}/branch-${id}`;
+    const command = childCommand(
+      "branch",
+      [...args, ...listen, ...forwardDeadline, ...startTimeout, "--data-dir", dataDir],
+      { context, net: ["127.0.0.1"], write: dataDir },
+    );
     branches[index] = supervisor.spawn(`branch ${id}`, command, { job: false });
   }
   // Free ports are not known in advance, so then the customer may reach any loopback port.

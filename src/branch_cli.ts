@@ -11,7 +11,7 @@
  */
 
 import { primaryOf } from "./branch_core.ts";
-import { BranchNode } from "./branch_node.ts";
+import { BranchNode, type BranchNodeOptions } from "./branch_node.ts";
 import { addressFlags, durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
 import { readLines } from "./lines.ts";
 
@@ -30,8 +30,11 @@ Runs one branch: a gRPC server holding a replica of the account's balance.
   --start-timeout-ms MS  how long the links between the primary and its backups may take to come up
                        (default 60000)
   --reads MODE         commit (default): answer queries at the primary's commit position, which is
-                       linearizable whatever the clients do; local: from this replica, which is
-                       linearizable only while one client sends one request at a time
+                       linearizable whatever the clients do; local: from this replica once it has applied
+                       the position the client names (Request.after), which is linearizable while one
+                       client sends one request at a time
+  --data-dir DIR       where the branch keeps its log (created if need be; a restarted branch recovers
+                       from it); default: a fresh temporary directory, removed when the branch stops
   --control-stdin      (used by main) read peers from stdin, stop when stdin closes
 
 Prints one JSON line, such as {"branch":2,"listening":"127.0.0.1:50002"}, on stdout once listening,
@@ -49,6 +52,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
     "deadline-ms": { type: "string" },
     "start-timeout-ms": { type: "string" },
     reads: { type: "string" },
+    "data-dir": { type: "string" },
     "control-stdin": { type: "boolean" },
     help: { type: "boolean" },
   });
@@ -69,16 +73,40 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   // Started by hand, SIGINT or SIGTERM stops the branch gracefully from here on, even while it waits for
   // its links; under main, stdin closing stops it instead (and it ignores SIGINT).
   const stopRequested = values["control-stdin"] ? undefined : signalled();
-  const node = await BranchNode.start({
-    id,
-    balance: integerFlag("balance", values.balance, 0),
-    listen: values.listen ?? "127.0.0.1:0",
-    forwardDeadlineMs: deadlineMs,
-    reads,
-  });
-  const host = (values.listen ?? "127.0.0.1:0").replace(/:\d+$/, "");
+  const temporary = values["data-dir"] === undefined
+    ? await Deno.makeTempDir({ prefix: `bank-branch-${id}-` })
+    : undefined;
+  try {
+    return await serve({
+      id,
+      balance: integerFlag("balance", values.balance, 0),
+      listen: values.listen ?? "127.0.0.1:0",
+      forwardDeadlineMs: deadlineMs,
+      reads,
+      dataDir: values["data-dir"] ?? temporary as string,
+    }, { peers, startTimeoutMs, stopRequested, control: values["control-stdin"] === true });
+  } finally {
+    if (temporary !== undefined) await Deno.remove(temporary, { recursive: true });
+  }
+}
+
+/** Starts the branch, says where it listens, and serves until told to stop; returns the exit code. */
+async function serve(
+  options: BranchNodeOptions,
+  run: {
+    readonly peers: ReadonlyMap<number, string>;
+    readonly startTimeoutMs: number;
+    readonly stopRequested: Promise<void> | undefined;
+    /** Under main: configured from stdin, stopped when it closes. */
+    readonly control: boolean;
+  },
+): Promise<number> {
+  const { id } = options;
+  const { peers, startTimeoutMs, stopRequested } = run;
+  const node = await BranchNode.start(options);
+  const host = options.listen.replace(/:\d+$/, "");
   console.log(JSON.stringify({ branch: id, listening: `${host}:${node.port}` }));
-  if (values["control-stdin"]) {
+  if (run.control) {
     await serveUnderControl(node, startTimeoutMs);
     // main closes stdin after every customer has its last reply, or to abort a failed run: either way
     // nothing in flight needs finishing, and exiting lets the OS close every connection at once. (A

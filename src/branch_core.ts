@@ -11,13 +11,19 @@
  * primary decides it against its balance, gives it the next **log position**, applies it, and sends it as
  * an **entry** to every backup at once. Each backup applies entries strictly in position order.
  *
- * An entry is **committed** once every backup has applied it and every entry before it. The primary
+ * Every branch writes its log to disk before it counts an entry as its own: the primary before it sends
+ * the entry anywhere, a backup before it acknowledges it. An entry is **committed** once it, and every
+ * entry before it, is on the disk of a majority of the branches (the primary included). The primary
  * answers an update (the customer, or the backup that forwarded it) only once the update is committed,
- * and a failed update once everything it was decided against is. A query is answered at the primary's
- * commit position: the primary answers at once; a backup first asks the primary for that position (a
- * **read index**), and answers with its own balance there. So everything a customer was told has happened
- * is in every later answer, whichever branch gives it: the replies are linearizable, with concurrent
- * customers too. The safety argument, rule by rule, is in the README's protocol section.
+ * and a failed update once everything it was decided against is (and, when the request can be retried,
+ * once the failure is on the primary's disk). A query is answered at the primary's commit position: the
+ * primary answers at once; a backup first asks the primary for that position (a **read index**), waits
+ * until it has applied that far, and answers with its own balance there. So everything a customer was
+ * told has happened is in every later answer, whichever branch gives it: the replies are linearizable,
+ * with concurrent customers too. The safety argument, rule by rule, is in the README's protocol section.
+ *
+ * The core decides what must be durable (`persist` outputs) but does not write: the driver writes what a
+ * turn of its event loop produced in one transaction and then tells the core (`synced`).
  *
  * @module
  */
@@ -42,8 +48,17 @@ export interface Entry {
   /** 1, 2, 3, ...: the order in which every replica applies updates. */
   readonly position: number;
   readonly update: Update;
+  /** The customer request it came from (see the `key` of a request), so a retry is recognised anywhere. */
+  readonly key?: string | undefined;
   /** The primary's commit position when it sent the entry; a backup forgets older balances by it. */
   readonly commit: number;
+}
+
+/** What a branch finds on its disk when it starts: its log, and at the primary its failed decisions. */
+export interface Recovered {
+  /** The log from position 1 on, each entry with the balance right after it. */
+  readonly entries: readonly { readonly entry: Entry; readonly balance: number }[];
+  readonly failures: readonly { readonly key: string; readonly decided: Decided }[];
 }
 
 /** The gRPC status a refusal travels as. */
@@ -77,6 +92,11 @@ export type BranchInput =
     readonly interface: Interface;
     readonly amount: number;
     readonly key?: string | undefined;
+    /**
+     * For a query: answer only once this branch has applied the log up to here (the highest position the
+     * client has been answered with), so that a client reads its own updates at any branch. 0 for none.
+     */
+    readonly after?: number | undefined;
   }
   /** At the primary: backup `from` forwards a customer's update. */
   | {
@@ -90,13 +110,13 @@ export type BranchInput =
   | { readonly type: "readIndex"; readonly requestId: number }
   /** At a backup: the primary sends the next entry of the log. */
   | { readonly type: "entry"; readonly requestId: number; readonly entry: Entry }
-  /** At the primary: `backup` applied the entry at `position`, or failed to. */
-  | {
-    readonly type: "replicated";
-    readonly position: number;
-    readonly backup: number;
-    readonly refusal: Refusal | undefined;
-  }
+  /**
+   * At the primary: `backup` has the log up to `position` on its disk (it acknowledged that entry, or
+   * said so when its link came up).
+   */
+  | { readonly type: "replicated"; readonly position: number; readonly backup: number }
+  /** Everything this branch was asked to persist before this input is on its disk. */
+  | { readonly type: "synced" }
   /** At a backup: the primary decided the update forwarded for `requestId`, or the forward failed. */
   | {
     readonly type: "decided";
@@ -133,8 +153,16 @@ export type BranchOutput =
   | { readonly type: "index"; readonly requestId: number; readonly commit: number }
   /** Answer the inbound call `requestId` with an error status. */
   | { readonly type: "refuse"; readonly requestId: number; readonly refusal: Refusal }
-  /** At the primary: send `entry` to backup `to`; feed its outcome back as a `replicated` input. */
-  | { readonly type: "replicate"; readonly to: number; readonly entry: Entry }
+  /**
+   * Write to disk, in the turn's one transaction, then feed `synced`: an entry (with the balance after it)
+   * or, at the primary, a keyed update that failed. At the primary each entry is then sent to every backup,
+   * whose acknowledgements come back as `replicated`. With neither, just sync what came before.
+   */
+  | {
+    readonly type: "persist";
+    readonly entry?: { readonly entry: Entry; readonly balance: number };
+    readonly failure?: { readonly key: string; readonly decided: Decided };
+  }
   /** At a backup: send `update` to the primary; feed its outcome back as a `decided` input. */
   | {
     readonly type: "forward";
@@ -154,6 +182,17 @@ export interface Waiting {
   readonly success: boolean;
   /** The primary's balance right after `position`. */
   readonly balance: number;
+  /** False until the decision is on the primary's disk: a failed keyed update, before the next sync. */
+  readonly durable: boolean;
+}
+
+/** A query, or a read index, waiting until this branch may answer it (see BranchState.reading). */
+export interface PendingRead {
+  readonly requestId: number;
+  /** "query": a customer's, answered with a reply; "index": a backup's read index. */
+  readonly kind: "query" | "index";
+  /** At a backup: the position it must have applied first. At the primary: unused (readFloor rules). */
+  readonly at: number;
 }
 
 /**
@@ -202,7 +241,7 @@ export class Remembered<V> {
 }
 
 /** A keyed update as the primary decided it. */
-export interface Decided extends Omit<Waiting, "requestId"> {
+export interface Decided extends Omit<Waiting, "requestId" | "durable"> {
   readonly update: Update;
 }
 
@@ -221,18 +260,26 @@ export interface BranchState {
   /** The position of the last entry applied here; 0 before the first. */
   readonly position: number;
   /**
-   * At the primary, the last position every replica has applied, with every one before it; at a backup,
+   * At the primary, the last position on the disks of a majority, with every one before it; at a backup,
    * the last such position it has heard of. Never more than `position`.
    */
   readonly commit: number;
   /** This replica's balance after each position from `commit` to `position`. */
   readonly balances: ReadonlyMap<number, number>;
-  /** At the primary: for each position not yet committed, the backups that have not applied it. */
-  readonly awaiting: ReadonlyMap<number, ReadonlySet<number>>;
-  /** At the primary: positions whose replication failed; the commit position never passes them. */
-  readonly failed: ReadonlySet<number>;
+  /** The last position on this branch's own disk. */
+  readonly synced: number;
+  /** At the primary: by backup, the last position on its disk (0 until it says). */
+  readonly matched: ReadonlyMap<number, number>;
+  /**
+   * At the primary: the end of the log it recovered from its disk. Some of those entries may have been
+   * committed, and answered, before it restarted without it knowing, so it answers no query or read index
+   * until its commit position is back up to here.
+   */
+  readonly readFloor: number;
   /** At the primary: answers held until the commit position reaches theirs, in position order. */
   readonly waiting: readonly Waiting[];
+  /** Queries and read indexes waiting: at a backup, for entries to arrive; at the primary, for readFloor. */
+  readonly reading: readonly PendingRead[];
   /**
    * At the primary: every keyed update decided so far, with its answer, so that a retry gets the same
    * answer and is not applied again (exactly once).
@@ -254,12 +301,16 @@ export function primaryOf(ids: readonly number[]): number {
   return Math.min(...ids);
 }
 
-/** Branch `id` with `balance` units and the given peers (every other branch), before any update. */
+/**
+ * Branch `id`, which started with `balance` units, with the given peers (every other branch), as it was
+ * when it last wrote to its disk (`recovered`), or before any update.
+ */
 export function initialState(
   id: number,
   balance: number,
   peers: readonly number[],
   reads: ReadMode = "commit",
+  recovered: Recovered = { entries: [], failures: [] },
 ): BranchState {
   assert(
     Number.isSafeInteger(balance) && balance >= 0,
@@ -268,20 +319,45 @@ export function initialState(
   assert(!peers.includes(id), `branch ${id} lists itself as a peer`);
   assert(new Set(peers).size === peers.length, `branch ${id} lists a peer twice`);
   const primary = primaryOf([id, ...peers]);
+  let decided = Remembered.empty<Decided>();
+  let current = balance;
+  let commit = 0;
+  for (const { entry, balance: after } of recovered.entries) {
+    assert(applied(current, entry.update) === after, `the log disagrees with itself at ${entry.position}`);
+    current = after;
+    commit = Math.max(commit, entry.commit);
+    if (entry.key !== undefined) {
+      const { update, position } = entry;
+      decided = decided.with(entry.key, {
+        update,
+        interface: update.kind,
+        success: true,
+        balance: after,
+        position,
+      });
+    }
+  }
+  for (const { key, decided: failure } of recovered.failures) decided = decided.with(key, failure);
+  const position = recovered.entries.length;
+  const balances = new Map<number, number>([[0, balance]]);
+  for (const { entry, balance } of recovered.entries) balances.set(entry.position, balance);
+  for (const at of balances.keys()) if (at < commit) balances.delete(at);
   return {
     id,
     reads,
     primary,
     view: 0,
     backups: id === primary ? [...peers] : [],
-    balance,
-    position: 0,
-    commit: 0,
-    balances: new Map([[0, balance]]),
-    awaiting: new Map(),
-    failed: new Set(),
+    balance: current,
+    position,
+    commit,
+    balances,
+    synced: position,
+    matched: new Map(),
+    readFloor: id === primary ? position : 0,
     waiting: [],
-    decided: Remembered.empty(),
+    reading: [],
+    decided,
     forwarded: new Map(),
   };
 }
@@ -295,7 +371,7 @@ export function isPrimary(state: BranchState): boolean {
 export function step(state: BranchState, input: BranchInput): Step {
   switch (input.type) {
     case "request":
-      if (input.interface === "query") return query(state, input.requestId);
+      if (input.interface === "query") return query(state, input.requestId, input.after ?? 0);
       return isPrimary(state)
         ? sequence(state, input.requestId, { kind: input.interface, amount: input.amount }, input.key)
         : forward(state, input.requestId, { kind: input.interface, amount: input.amount }, input.key);
@@ -305,11 +381,16 @@ export function step(state: BranchState, input: BranchInput): Step {
       return sequence(state, input.requestId, input.update, input.key);
     case "readIndex":
       if (!isPrimary(state)) return notPrimary(state, input.requestId);
-      return { state, outbox: [{ type: "index", requestId: input.requestId, commit: state.commit }] };
+      return serveReads({
+        ...state,
+        reading: [...state.reading, { requestId: input.requestId, kind: "index", at: 0 }],
+      }, []);
     case "entry":
       return applyEntry(state, input.requestId, input.entry);
     case "replicated":
-      return replicated(state, input.position, input.backup, input.refusal);
+      return replicated(state, input.position, input.backup);
+    case "synced":
+      return synced(state);
     case "decided":
       return answerForwarded(state, input.requestId, input.decision, input.refusal);
     case "indexed":
@@ -323,17 +404,51 @@ export function applied(balance: number, update: Update): number | undefined {
   return next >= 0 && Number.isSafeInteger(next) ? next : undefined;
 }
 
+/** How many branches, of `count`, make a majority. */
+export function majority(count: number): number {
+  return Math.floor(count / 2) + 1;
+}
+
 /**
  * A query. The primary answers at its commit position: everything committed has been answered to nobody
- * yet or is in every replica, and nothing after it has been answered to anybody (replies wait for the
- * commit), so no later answer anywhere can reflect less. A backup asks the primary for that position.
+ * yet or is in every later answer, and nothing after it has been answered to anybody (replies wait for
+ * the commit), so no later answer anywhere can reflect less. A backup asks the primary for that position.
+ * With local reads a branch answers from its replica, once it has applied what the client has seen.
  */
-function query(state: BranchState, requestId: number): Step {
+function query(state: BranchState, requestId: number, after: number): Step {
   if (state.reads === "local") {
-    return { state, outbox: [reply(requestId, "query", true, state.balance, state.position)] };
+    return serveReads({ ...state, reading: [...state.reading, { requestId, kind: "query", at: after }] }, []);
   }
   if (!isPrimary(state)) return { state, outbox: [{ type: "askIndex", requestId }] };
-  return { state, outbox: [reply(requestId, "query", true, balanceAt(state, state.commit), state.commit)] };
+  return serveReads({ ...state, reading: [...state.reading, { requestId, kind: "query", at: 0 }] }, []);
+}
+
+/**
+ * Answers every read that may be answered now, adding the answers to `outbox`. The primary answers at its
+ * commit position, once that is back up to what it recovered; a backup, or a local read, once this replica
+ * has applied the position the read waits for.
+ */
+function serveReads(state: BranchState, outbox: readonly BranchOutput[]): Step {
+  if (state.reading.length === 0) return { state, outbox };
+  const local = state.reads === "local";
+  const ready = (read: PendingRead) =>
+    read.kind === "index" || (!local && isPrimary(state))
+      ? state.commit >= state.readFloor
+      : read.at <= state.position;
+  const now = state.reading.filter(ready);
+  if (now.length === 0) return { state, outbox };
+  const answers = now.map((read): BranchOutput => {
+    if (read.kind === "index") return { type: "index", requestId: read.requestId, commit: state.commit };
+    if (local) return reply(read.requestId, "query", true, state.balance, state.position);
+    // At a backup the primary's commit position may be behind what this backup has heard is committed
+    // since; either is committed, and the later one is the one it still holds a balance for.
+    const at = Math.max(read.at, state.commit);
+    return reply(read.requestId, "query", true, balanceAt(state, at), at);
+  });
+  return {
+    state: { ...state, reading: state.reading.filter((read) => !ready(read)) },
+    outbox: [...outbox, ...answers],
+  };
 }
 
 /** At the primary: decide `update` against everything sequenced so far, and sequence it if it succeeds. */
@@ -348,52 +463,49 @@ function sequence(state: BranchState, requestId: number, update: Update, key: st
       return refuse(state, requestId, "INVALID_ARGUMENT", message);
     }
     const { update: _, ...answer } = earlier;
-    return release({ ...state, waiting: [...state.waiting, { ...answer, requestId }] }, []);
-  }
-  if (state.failed.size > 0) {
-    const message = `position ${
-      Math.min(...state.failed)
-    } failed to replicate, so nothing after it can commit`;
-    return refuse(state, requestId, "UNAVAILABLE", message);
+    // The first answer may still be on its way to the disk; the next sync is after it.
+    const again = { ...answer, requestId, durable: earlier.success };
+    return release(
+      { ...state, waiting: [...state.waiting, again] },
+      again.durable ? [] : [{ type: "persist" }],
+    );
   }
   const balance = applied(state.balance, update);
   if (balance === undefined) {
-    // Decided once, here, in log order: a failed update changes nothing and takes no position. Its answer
-    // reflects every position it was decided after, so it too waits for them to be committed.
+    // Decided once, here, in log order: a failed update changes nothing, takes no position and is sent
+    // nowhere. Its answer reflects every position it was decided after, so it too waits for them to be
+    // committed; and when it can be retried, for the failure to be on disk, so a retry after a restart
+    // fails again.
     const answer = {
       position: state.position,
       requestId,
       interface: update.kind,
       success: false,
       balance: state.balance,
+      durable: key === undefined,
     };
-    const decided = remember(state, key, answer, update);
-    return release({ ...state, waiting: [...state.waiting, answer], decided }, []);
+    if (key === undefined) return release({ ...state, waiting: [...state.waiting, answer] }, []);
+    const decided: Decided = {
+      update,
+      interface: update.kind,
+      success: false,
+      balance: state.balance,
+      position: state.position,
+    };
+    return release(
+      { ...state, waiting: [...state.waiting, answer], decided: state.decided.with(key, decided) },
+      [{ type: "persist", failure: { key, decided } }],
+    );
   }
   const position = state.position + 1;
   const balances = new Map(state.balances).set(position, balance);
-  const awaiting = state.backups.length === 0
-    ? state.awaiting
-    : new Map(state.awaiting).set(position, new Set(state.backups));
-  const answer = { position, requestId, interface: update.kind, success: true, balance };
-  const next = {
-    ...state,
-    balance,
-    position,
-    balances,
-    awaiting,
-    waiting: [...state.waiting, answer],
-    decided: remember(state, key, answer, update),
-  };
-  const entry: Entry = { view: state.view, position, update, commit: state.commit };
-  return release(next, state.backups.map((to): BranchOutput => ({ type: "replicate", to, entry })));
-}
-
-/** The primary's record of keyed decisions, with `answer` to `update` added under `key` (if any). */
-function remember(state: BranchState, key: string | undefined, answer: Waiting, update: Update) {
-  if (key === undefined) return state.decided;
-  const { requestId: _, ...decided } = answer;
-  return state.decided.with(key, { ...decided, update });
+  const answer = { position, requestId, interface: update.kind, success: true, balance, durable: true };
+  const decided = key === undefined
+    ? state.decided
+    : state.decided.with(key, { update, interface: update.kind, success: true, balance, position });
+  const next = { ...state, balance, position, balances, waiting: [...state.waiting, answer], decided };
+  const entry: Entry = { view: state.view, position, update, key, commit: state.commit };
+  return release(next, [{ type: "persist", entry: { entry, balance } }]);
 }
 
 /** At a backup: hand `update` to the primary and wait for its decision. */
@@ -404,7 +516,10 @@ function forward(state: BranchState, requestId: number, update: Update, key: str
   return { state: { ...state, forwarded }, outbox: [{ type: "forward", requestId, update, key }] };
 }
 
-/** At a backup: apply the primary's next entry, which must follow the last one applied here. */
+/**
+ * At a backup: apply the primary's next entry, which must follow the last one applied here, and persist
+ * it. The driver writes it before it sends the acknowledgement.
+ */
 function applyEntry(state: BranchState, requestId: number, entry: Entry): Step {
   if (isPrimary(state)) {
     return refuse(state, requestId, "INVALID_ARGUMENT", `branch ${state.id} is the primary`);
@@ -421,7 +536,7 @@ function applyEntry(state: BranchState, requestId: number, entry: Entry): Step {
   const balance = applied(state.balance, entry.update);
   if (balance === undefined) {
     // The primary accepted this update against its balance, so this replica started from a different one
-    // (the input gave the branches different balances). Refuse rather than go below zero.
+    // (it was started by hand with another balance). Refuse rather than go below zero.
     const message = `branch ${state.id} cannot apply ${entry.update.kind} ${entry.update.amount} to its ` +
       `balance ${state.balance}: the replicas have diverged`;
     return refuse(state, requestId, "ABORTED", message);
@@ -432,69 +547,59 @@ function applyEntry(state: BranchState, requestId: number, entry: Entry): Step {
     position: entry.position,
     balances: new Map(state.balances).set(entry.position, balance),
   };
-  return {
-    state: learnCommit(next, Math.min(entry.commit, entry.position)),
-    outbox: [{ type: "ack", requestId, balance, position: entry.position }],
-  };
+  return serveReads(learnCommit(next, Math.min(entry.commit, entry.position)), [
+    { type: "persist", entry: { entry, balance } },
+    { type: "ack", requestId, balance, position: entry.position },
+  ]);
 }
 
-/** At the primary: count `backup`'s answer for `position`, and commit what every backup has applied. */
-function replicated(
-  state: BranchState,
-  position: number,
-  backup: number,
-  refusal: Refusal | undefined,
-): Step {
-  const left = state.awaiting.get(position);
-  // Unknown: the position failed already; later outcomes change nothing.
-  if (left === undefined) return { state, outbox: [] };
-  assert(left.has(backup), `branch ${backup} answered position ${position} twice`);
-  const awaiting = new Map(state.awaiting);
-  if (refusal !== undefined) {
-    // The entry is applied here and maybe at some backups, and can never be committed: the answer it
-    // waits for, and every later one, is refused, and the run is broken (failover is for a later version).
-    awaiting.delete(position);
-    const failed = new Set(state.failed).add(position);
-    const message = `replication to branch ${backup} failed: ${refusal.message}`;
-    const refused = state.waiting.filter((answer) => answer.position >= position);
-    return {
-      state: {
-        ...state,
-        awaiting,
-        failed,
-        waiting: state.waiting.filter((answer) => answer.position < position),
-      },
-      outbox: refused.map((answer): BranchOutput => ({
-        type: "refuse",
-        requestId: answer.requestId,
-        refusal: { ...refusal, message },
-      })),
-    };
-  }
-  const rest = new Set(left);
-  rest.delete(backup);
-  if (rest.size > 0) awaiting.set(position, rest);
-  else awaiting.delete(position);
-  let commit = state.commit;
-  while (commit < state.position && !awaiting.has(commit + 1) && !state.failed.has(commit + 1)) commit++;
-  return release(learnCommit({ ...state, awaiting }, commit), []);
+/** At the primary: `backup` has the log up to `position` on its disk. */
+function replicated(state: BranchState, position: number, backup: number): Step {
+  assert(state.backups.includes(backup), `branch ${backup} is not a backup`);
+  // A backup never holds more than the primary sent it; a higher claim (a backup that kept a log the
+  // primary lost) counts only for what the primary holds too.
+  const at = Math.min(position, state.position);
+  if (at <= (state.matched.get(backup) ?? 0)) return { state, outbox: [] };
+  return advance({ ...state, matched: new Map(state.matched).set(backup, at) });
 }
 
-/** At the primary: sends every held answer whose position is committed, in order; adds them to `outbox`. */
+/** Everything persisted so far is on this branch's disk. */
+function synced(state: BranchState): Step {
+  const waiting = state.waiting.some((answer) => !answer.durable)
+    ? state.waiting.map((answer) => answer.durable ? answer : { ...answer, durable: true })
+    : state.waiting;
+  return advance({ ...state, synced: state.position, waiting });
+}
+
+/**
+ * At the primary: moves the commit position to the last position on a majority of the disks (this
+ * branch's and its backups'), then sends what that releases. At a backup: nothing to do.
+ */
+function advance(state: BranchState): Step {
+  if (!isPrimary(state)) return { state: { ...state, synced: state.position }, outbox: [] };
+  const held = [state.synced, ...state.backups.map((backup) => state.matched.get(backup) ?? 0)]
+    .sort((a, b) => b - a);
+  const commit = held[majority(held.length) - 1] as number;
+  return release(learnCommit(state, commit), []);
+}
+
+/**
+ * At the primary: sends every held answer whose position is committed (and whose decision is durable),
+ * in order, and every read that may be answered; adds them to `outbox`.
+ */
 function release(state: BranchState, outbox: readonly BranchOutput[]): Step {
-  // With no backups, everything applied here is committed at once.
-  const current = state.backups.length === 0 ? learnCommit(state, state.position) : state;
-  const ready = current.waiting.filter((answer) => answer.position <= current.commit);
-  if (ready.length === 0) return { state: current, outbox };
-  return {
-    state: { ...current, waiting: current.waiting.filter((answer) => answer.position > current.commit) },
-    outbox: [
+  const ready = (answer: Waiting) => answer.position <= state.commit && answer.durable;
+  const now = state.waiting.filter(ready);
+  if (now.length === 0) return serveReads(state, outbox);
+  return serveReads(
+    { ...state, waiting: state.waiting.filter((answer) => !ready(answer)) },
+    [
       ...outbox,
-      ...ready.map((answer) =>
+      ...now.map((answer) =>
         reply(answer.requestId, answer.interface, answer.success, answer.balance, answer.position)
       ),
     ],
-  };
+  );
 }
 
 /** Moves the commit position up to `commit` (never down), forgetting balances before it. */
@@ -534,9 +639,8 @@ function answerForwarded(
 }
 
 /**
- * At a backup: answer a query at the primary's commit position. The primary commits a position only once
- * every backup has applied it, and this backup's answer to the entry went before the primary's answer to
- * the read index (one stream each way), so this replica has applied it.
+ * At a backup: answer a query at the primary's commit position, once this replica has applied it. (It
+ * may not have yet: a commit needs only a majority of the disks.)
  */
 function answerQuery(
   state: BranchState,
@@ -548,13 +652,9 @@ function answerQuery(
     const why = refusal ?? { code: "INTERNAL", message: "the primary gave no commit position" };
     return refuse(state, requestId, why.code, `read index from the primary failed: ${why.message}`);
   }
-  if (commit > state.position || commit < state.commit) {
-    const message = `the primary's commit position ${commit} is outside what branch ${state.id} holds ` +
-      `(${state.commit} to ${state.position})`;
-    return refuse(state, requestId, "ABORTED", message);
-  }
-  const next = learnCommit(state, commit);
-  return { state: next, outbox: [reply(requestId, "query", true, balanceAt(next, commit), commit)] };
+  // The primary's commit position is committed: learn it, as far as this replica holds it.
+  const next = learnCommit(state, Math.min(commit, state.position));
+  return serveReads({ ...next, reading: [...next.reading, { requestId, kind: "query", at: commit }] }, []);
 }
 
 function notPrimary(state: BranchState, requestId: number): Step {

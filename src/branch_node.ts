@@ -1,7 +1,9 @@
 /**
  * A branch process's driver: it serves gRPC, feeds each call to the pure core as an input, and carries
- * out the core's outbox (replies, entries, forwards and read indexes), sending the entries for a backup in
- * batches while one is in flight. No protocol decision is made here.
+ * out the core's outbox: replies, forwards and read indexes; writes to disk, one transaction per turn of
+ * the event loop (group commit); and at the primary, entries to every backup, as one batch per turn. It
+ * also keeps the primary's links up: a link that breaks is opened again, and the backup is caught up from
+ * the primary's disk. No protocol decision is made here.
  *
  * @module
  */
@@ -21,6 +23,7 @@ import {
   type Update,
 } from "./branch_core.ts";
 import { deadline } from "./deadline.ts";
+import { type Batch, Storage } from "./storage.ts";
 import { decodeEntry, decodeForward, decodeRequest, encodeResponse } from "./wire_codec.ts";
 import {
   BranchClient,
@@ -30,6 +33,7 @@ import {
   type LinkRequestHandler,
   RpcError,
   serveBranch,
+  type WireEntry,
 } from "./transport.ts";
 
 /** How a branch is started. */
@@ -40,12 +44,17 @@ export interface BranchNodeOptions {
   /** host:port to listen on; port 0 picks a free one. */
   readonly listen: string;
   /**
-   * Deadline of each forward to the primary. Each entry the primary sends to a backup gets half of it, so
-   * that a stalled backup is reported by name before the forward that waits for it runs out of time.
+   * Deadline of each forward to the primary. Each batch of entries the primary sends to a backup gets half
+   * of it, so that a stalled backup is noticed (and its link opened again) before the forward that waits
+   * for it runs out of time.
    */
   readonly forwardDeadlineMs: number;
   /** How queries are answered (see ReadMode). */
   readonly reads: ReadMode;
+  /** Where the branch keeps its database; it recovers from what is there. */
+  readonly dataDir: string;
+  /** Where to say what happened to links (a line each); stderr by default. */
+  readonly log?: (message: string) => void;
 }
 
 /** The outputs that answer an inbound call with a value. */
@@ -57,47 +66,71 @@ interface OpenCall {
   reject(error: RpcError): void;
 }
 
+/** How many entries of the log one catch-up message carries. */
+const CATCH_UP_BATCH = 1_000;
+/** The wait before a broken link is opened again, doubling up to the maximum. */
+const RELINK_FIRST_MS = 50;
+const RELINK_MAX_MS = 1_000;
+
 /** A running branch. It refuses customers until {@linkcode BranchNode.configure} gives it its peers. */
 export class BranchNode {
   readonly #options: BranchNodeOptions;
+  readonly #storage: Storage;
+  readonly #log: (message: string) => void;
   #server: BranchServer | undefined;
   #state: BranchState | undefined;
   /** At the primary: a client of each backup it was given the address of. */
-  readonly #clients: BranchClient[] = [];
+  readonly #clients = new Map<number, BranchClient>();
   /** At the primary, a link per backup; at a backup, its link from the primary. */
   readonly #links = new Map<number, Link>();
-  /** Waiting for a link: at a backup, the primary's; at the primary, one to a backup (see linkTo). */
+  /** At the primary: the backups whose link is up and who have been sent the whole log written so far. */
+  readonly #live = new Set<number>();
+  /** Waiting for a link: at a backup, the primary's; at the primary, a backup's to be live. */
   readonly #arrivals = new Map<number, () => void>();
+  /** At the primary: timers that open a broken link again, and the wait before the next try, by backup. */
+  readonly #relinks = new Map<number, { timer?: ReturnType<typeof setTimeout>; waitMs: number }>();
   /** This branch's place in the bank (primary or backup, and of which branches), once configured. */
   #layout: BranchState | undefined;
   /** Whether customers are served: once every link is up. */
   #serving = false;
+  #stopping = false;
   #nextRequestId = 1;
   readonly #calls = new Map<number, OpenCall>();
-  /** At the primary: by backup, entries sequenced while one was in flight, sent when this turn ends. */
-  readonly #outgoing = new Map<number, Entry[]>();
+  /** What the core asked to persist since the last write, written together (see #write). */
+  #unwritten: { entries: Entry[]; balances: number[]; failures: Batch["failures"][number][] } = emptyBatch();
+  #writeScheduled = false;
 
-  private constructor(options: BranchNodeOptions) {
+  private constructor(options: BranchNodeOptions, storage: Storage) {
     this.#options = options;
+    this.#storage = storage;
+    this.#log = options.log ?? ((message) => console.error(`branch ${options.id}: ${message}`));
   }
 
-  /** Starts serving on `options.listen` (health: NOT_SERVING until configured). */
+  /**
+   * Opens the branch's database in `options.dataDir` (throwing StorageError if it holds another branch's
+   * data) and starts serving on `options.listen` (health: NOT_SERVING until configured).
+   */
   static async start(options: BranchNodeOptions): Promise<BranchNode> {
-    const node = new BranchNode(options);
-    node.#server = await serveBranch(options.listen, {
-      deliver: (request) => {
-        const decoded = decodeRequest(request);
-        if (!decoded.ok) return rejected(decoded.refusal);
-        if (!node.#serving) {
-          return Promise.reject(new RpcError("UNAVAILABLE", `branch ${options.id} is not serving yet`));
-        }
-        return node.#call((requestId) => ({ type: "request", requestId, ...decoded.value }), (output) => {
-          assert(output.type === "reply", `a customer's request was answered with an ${output.type}`);
-          return encodeResponse(output.interface, output.success, output.balance, output.position);
-        });
-      },
-      linked: (peer, link) => node.#linked(peer, link),
-    });
+    const node = new BranchNode(options, Storage.open(options.dataDir, options.id, options.balance));
+    try {
+      node.#server = await serveBranch(options.listen, {
+        deliver: (request) => {
+          const decoded = decodeRequest(request);
+          if (!decoded.ok) return rejected(decoded.refusal);
+          if (!node.#serving) {
+            return Promise.reject(new RpcError("UNAVAILABLE", `branch ${options.id} is not serving yet`));
+          }
+          return node.#call((requestId) => ({ type: "request", requestId, ...decoded.value }), (output) => {
+            assert(output.type === "reply", `a customer's request was answered with an ${output.type}`);
+            return encodeResponse(output.interface, output.success, output.balance, output.position);
+          });
+        },
+        linked: (peer, link) => node.#linked(peer, link),
+      });
+    } catch (error) {
+      node.#storage.close();
+      throw error;
+    }
     return node;
   }
 
@@ -108,17 +141,18 @@ export class BranchNode {
   }
 
   /**
-   * Tells the branch which the other branches are (their ids) and waits until its links are up; then the
-   * branch serves customers. The primary (the lowest id) opens a link to each backup when given its
-   * address ({@linkcode BranchNode.linkTo}) and waits for each to accept it; a backup waits for the
-   * primary's link and accepts it. Once only. Rejects with RpcError naming a branch whose link is not up
-   * within `timeoutMs`.
+   * Tells the branch which the other branches are (their ids), recovers its state from its disk, and
+   * waits until its links are up; then the branch serves customers. The primary (the lowest id) opens a
+   * link to each backup when given its address ({@linkcode BranchNode.linkTo}) and waits until each has
+   * accepted it and been sent the log it lacks; a backup waits for the primary's link and accepts it.
+   * Once only. Rejects with RpcError naming a branch whose link is not up within `timeoutMs`.
    */
   async configure(peers: readonly number[], timeoutMs: number): Promise<void> {
     const self = this.#options.id;
     assert(this.#layout === undefined, `branch ${self} configured twice`);
     assert(this.#server !== undefined, "branch server not started");
-    const state = initialState(self, this.#options.balance, peers, this.#options.reads);
+    const { balance, reads } = this.#options;
+    const state = initialState(self, balance, peers, reads, this.#storage.recover());
     this.#layout = state;
     for (const [peer, link] of this.#links) {
       // Opened before this branch knew its place, by a branch that turns out not to be its primary.
@@ -130,18 +164,16 @@ export class BranchNode {
     }
     // The state is set first: entries and forwards may come as soon as a link is accepted.
     this.#state = state;
-    const started = performance.now();
     if (isPrimary(state)) {
       await Promise.all(state.backups.map(async (backup) => {
         try {
           await this.#arrival(backup, timeoutMs, "was not given its address");
-          await this.#link(backup).accepted(Math.max(1, timeoutMs - (performance.now() - started)));
         } catch (error) {
           throw new RpcError((error as RpcError).code, `backup ${backup}: ${(error as RpcError).message}`);
         }
       }));
     } else {
-      this.#links.get(state.primary)?.accept();
+      this.#links.get(state.primary)?.accept(state.position);
       await this.#arrival(state.primary, timeoutMs, "did not open its link").catch((error: RpcError) => {
         throw new RpcError(error.code, `primary (branch ${state.primary}): ${error.message}`);
       });
@@ -152,8 +184,8 @@ export class BranchNode {
 
   /**
    * At the primary, after {@linkcode BranchNode.configure}: opens the link to `backup`, which listens at
-   * `address` (host:port). Addresses may come one at a time, so links come up while other backups still
-   * start.
+   * `address` (host:port), and keeps it open from then on. Addresses may come one at a time, so links come
+   * up while other backups still start.
    */
   linkTo(backup: number, address: string): void {
     const layout = this.#layout;
@@ -162,33 +194,97 @@ export class BranchNode {
       `branch ${this.#options.id} is not a configured primary`,
     );
     assert(layout.backups.includes(backup), `branch ${backup} is not a backup of branch ${layout.id}`);
-    assert(!this.#links.has(backup), `backup ${backup} is already linked`);
-    const client = new BranchClient(address);
-    this.#clients.push(client);
-    const link = client.link(layout.id);
-    link.serve(this.#linkHandler(backup));
-    this.#links.set(backup, link);
-    this.#arrivals.get(backup)?.();
+    assert(!this.#clients.has(backup), `backup ${backup} is already linked`);
+    this.#clients.set(backup, new BranchClient(address));
+    this.#openLink(backup);
   }
 
   /** Stops: ends every link, stops serving (calls in progress get up to `graceMs`), closes the clients. */
   async stop(graceMs: number): Promise<void> {
+    this.#stopping = true;
+    for (const relink of this.#relinks.values()) clearTimeout(relink.timer);
     for (const link of this.#links.values()) link.end();
     await this.#server?.shutdown(graceMs);
-    for (const client of this.#clients) client.close();
+    for (const client of this.#clients.values()) client.close();
     this.#links.clear();
+    this.#storage.close();
   }
 
-  /** A branch opened a link to this one: keep it, unless it is not this backup's primary or is a second. */
+  /**
+   * At the primary: opens a link to `backup`. Once the backup accepts it, naming the last position on its
+   * disk, the backup is sent every entry after that from this branch's disk, and then, with the other
+   * live backups, each batch as it is written. When the link breaks, it is opened again after a wait.
+   */
+  #openLink(backup: number): void {
+    const client = this.#clients.get(backup);
+    assert(client !== undefined && this.#state !== undefined, `no client of backup ${backup}`);
+    const link = client.link(this.#state.id);
+    link.serve(this.#linkHandler(backup));
+    this.#links.set(backup, link);
+    link.onBroken((cause) => {
+      if (this.#links.get(backup) === link) this.#links.delete(backup);
+      this.#live.delete(backup);
+      if (this.#stopping) return;
+      const relink = this.#relinks.get(backup) ?? { waitMs: RELINK_FIRST_MS };
+      this.#log(
+        `link with backup ${backup} broke (${cause.message}); opening it again in ${relink.waitMs} ms`,
+      );
+      relink.timer = setTimeout(() => this.#openLink(backup), relink.waitMs);
+      relink.waitMs = Math.min(RELINK_MAX_MS, relink.waitMs * 2);
+      this.#relinks.set(backup, relink);
+    });
+    // The link waits for the backup to come up, however long: a backup may be restarted at any time.
+    link.accepted(2 ** 31 - 1).then(
+      (position) => {
+        if (link.broken) return;
+        this.#relinks.delete(backup);
+        this.#catchUp(backup, link, position);
+      },
+      () => {}, // The link broke: onBroken opens it again.
+    );
+  }
+
+  /**
+   * At the primary: `backup` accepted `link` holding the log up to `position`. Counts that as replicated,
+   * sends it every later entry on this branch's disk, and makes it live, all in one turn, so that the next
+   * batch written follows on the link.
+   */
+  #catchUp(backup: number, link: Link, position: number): void {
+    const state = this.#state as BranchState;
+    if (position > state.synced) {
+      this.#log(`backup ${backup} holds position ${position}, beyond this branch's log (${state.synced})`);
+    }
+    this.#feed({ type: "replicated", backup, position });
+    for (let from = position + 1; from <= state.synced;) {
+      const entries = this.#storage.entriesFrom(from, CATCH_UP_BATCH);
+      if (entries.length === 0) break;
+      this.#sendEntries(backup, link, entries);
+      from += entries.length;
+    }
+    if (position < state.synced) {
+      this.#log(
+        `backup ${backup} linked at position ${position}; sending it ${state.synced - position} entries`,
+      );
+    }
+    this.#live.add(backup);
+    this.#arrivals.get(backup)?.();
+  }
+
+  /** A branch opened a link to this one: keep it, unless it is not this backup's primary. */
   #linked(peer: number, link: Link): RpcError | undefined {
     // Before configure() it is not known yet which branch is the primary: configure() decides.
     const refusal = this.#layout === undefined ? undefined : this.#refusal(peer, this.#layout);
     if (refusal !== undefined) return refusal;
-    if (this.#links.has(peer)) return new RpcError("INVALID_ARGUMENT", `branch ${peer} is already linked`);
+    // The primary opens a new link when it thinks the old one broke (or it restarted): the new one wins.
+    this.#links.get(peer)?.abort(new RpcError("UNAVAILABLE", `branch ${peer} opened a new link`));
     link.serve(this.#linkHandler(peer));
     this.#links.set(peer, link);
-    // Accepted only once configured: the primary takes the response headers to mean "ready for entries".
-    if (this.#layout !== undefined) link.accept();
+    link.onBroken(() => {
+      if (this.#links.get(peer) === link) this.#links.delete(peer);
+    });
+    // Accepted only once configured: the primary takes the response headers to mean "ready for entries
+    // after this position".
+    if (this.#state !== undefined) link.accept(this.#state.position);
     this.#arrivals.get(peer)?.();
     return undefined;
   }
@@ -208,16 +304,25 @@ export class BranchNode {
   }
 
   /**
-   * Resolves once there is a link with `peer` (opened by the primary, at either end); rejects after
-   * `timeoutMs` with "`what` within `timeoutMs` ms".
+   * Resolves once there is a link with `peer`: at a backup, the primary's; at the primary, a live one to
+   * backup `peer`. Rejects after `timeoutMs` with "`what` within `timeoutMs` ms".
    */
   #arrival(peer: number, timeoutMs: number, what: string): Promise<void> {
-    if (this.#links.has(peer)) return Promise.resolve();
+    if (this.#live.has(peer) || (!isPrimary(this.#state as BranchState) && this.#links.has(peer))) {
+      return Promise.resolve();
+    }
     const arrived = new Promise<void>((resolve) => this.#arrivals.set(peer, resolve));
+    const client = this.#clients.get(peer);
     return deadline(
       arrived,
       timeoutMs,
-      () => new RpcError("DEADLINE_EXCEEDED", `${what} within ${timeoutMs} ms`),
+      () =>
+        new RpcError(
+          "DEADLINE_EXCEEDED",
+          client === undefined
+            ? `${what} within ${timeoutMs} ms`
+            : `${client.address} did not accept a link within ${timeoutMs} ms`,
+        ),
     ).finally(() => this.#arrivals.delete(peer));
   }
 
@@ -234,8 +339,9 @@ export class BranchNode {
         return this.#call((requestId) => ({ type: "readIndex", requestId }), answer);
       }
       if (request.kind === "entry" || request.kind === "batch") {
-        // Each entry of a batch is applied as if it came alone; the batch is answered for its last entry,
-        // or with the first refusal (the entries before it stay applied).
+        // Each entry of a batch is applied as if it came alone; the batch is written to disk in one
+        // transaction before any answer leaves, and answered for its last entry, or with the first
+        // refusal (the entries before it stay applied).
         const applying: Promise<LinkAnswer>[] = [];
         for (const wire of request.kind === "entry" ? [request.entry] : request.batch.entries) {
           const entry = decodeEntry(wire);
@@ -247,6 +353,7 @@ export class BranchNode {
             this.#call((requestId) => ({ type: "entry", requestId, entry: entry.value }), answer),
           );
         }
+        this.#write();
         if (applying.length === 0) return Promise.reject(new RpcError("INVALID_ARGUMENT", "an empty batch"));
         return Promise.all(applying).then((answers) => answers.at(-1) as LinkAnswer);
       }
@@ -289,8 +396,8 @@ export class BranchNode {
         return this.#take(output.requestId)?.reject(
           new RpcError(output.refusal.code, output.refusal.message),
         );
-      case "replicate":
-        return this.#replicate(output.to, output.entry);
+      case "persist":
+        return this.#persist(output);
       case "forward":
         return this.#forward(output.requestId, output.update, output.key);
       case "askIndex":
@@ -305,10 +412,42 @@ export class BranchNode {
     return call;
   }
 
-  /** At a backup: its link with the primary. */
-  #primaryLink(): Link {
-    assert(this.#state !== undefined, "the primary is not known before configure");
-    return this.#link(this.#state.primary);
+  /**
+   * Queues what the core asked to persist. A backup writes it before the entries' answers leave (see
+   * #linkHandler); the primary when the turn of the event loop ends, with everything else the turn
+   * decided: with many customers at once, one transaction (one fsync) and one batch per backup covers
+   * many updates.
+   */
+  #persist(output: Extract<BranchOutput, { type: "persist" }>): void {
+    if (output.entry !== undefined) {
+      this.#unwritten.entries.push(output.entry.entry);
+      this.#unwritten.balances.push(output.entry.balance);
+    }
+    if (output.failure !== undefined) this.#unwritten.failures.push(output.failure);
+    if (this.#writeScheduled || !isPrimary(this.#state as BranchState)) return;
+    this.#writeScheduled = true;
+    setImmediate(() => this.#write());
+  }
+
+  /**
+   * Writes what is queued in one transaction, tells the core it is synced, and at the primary sends the
+   * new entries to every live backup. A branch whose disk fails cannot keep its promises: it exits.
+   */
+  #write(): void {
+    this.#writeScheduled = false;
+    const batch = this.#unwritten;
+    this.#unwritten = emptyBatch();
+    if (batch.entries.length > 0 || batch.failures.length > 0) {
+      try {
+        this.#storage.write(batch);
+      } catch (error) {
+        this.#log(`cannot write to ${this.#options.dataDir}: ${(error as Error).message}`);
+        Deno.exit(1);
+      }
+    }
+    this.#feed({ type: "synced" });
+    if (batch.entries.length === 0 || !isPrimary(this.#state as BranchState)) return;
+    for (const backup of this.#live) this.#sendEntries(backup, this.#link(backup), batch.entries);
   }
 
   #link(peer: number): Link {
@@ -317,67 +456,75 @@ export class BranchNode {
     return link;
   }
 
+  /**
+   * At the primary: sends `entries` to `backup` as one message, and feeds its answer back. A backup that
+   * refuses them, or does not answer in time, has its link broken, to be opened again and caught up from
+   * where the backup's disk says it is.
+   */
+  #sendEntries(backup: number, link: Link, entries: readonly Entry[]): void {
+    const deadlineMs = Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2));
+    const wire = entries.map(({ view, position, update, key, commit }): WireEntry => ({
+      view,
+      position,
+      interface: update.kind,
+      amount: update.amount,
+      commit,
+      key: key ?? "",
+    }));
+    const last = (entries.at(-1) as Entry).position;
+    link.send({ batch: { entries: wire } }, deadlineMs).then(
+      () => this.#feed({ type: "replicated", backup, position: last }),
+      (error: RpcError) => {
+        if (link.broken) return;
+        link.abort(
+          new RpcError(
+            error.code === "UNKNOWN" ? "UNAVAILABLE" : error.code,
+            `entries to position ${last}: ${error.message}`,
+          ),
+        );
+      },
+    );
+  }
+
+  /** At a backup: its link with the primary, or a refusal to feed back when there is none. */
+  #primaryLink(): Link | Refusal {
+    const state = this.#state as BranchState;
+    const link = this.#links.get(state.primary);
+    if (link !== undefined && !link.broken) return link;
+    return {
+      code: "UNAVAILABLE",
+      message: `branch ${state.id} has no link with the primary (branch ${state.primary})`,
+    };
+  }
+
   #askIndex(requestId: number): void {
-    this.#primaryLink().send({ read: {} }, this.#options.forwardDeadlineMs).then(
+    const link = this.#primaryLink();
+    const sent = "send" in link
+      ? link.send({ read: {} }, this.#options.forwardDeadlineMs)
+      : Promise.reject(new RpcError(link.code, link.message));
+    sent.then(
       ({ position }) => this.#feed({ type: "indexed", requestId, commit: position, refusal: undefined }),
       (error: RpcError) =>
         this.#feed({ type: "indexed", requestId, commit: undefined, refusal: refusal(error) }),
     );
   }
 
-  /**
-   * Sends `entry` to `backup`, at once if nothing is in flight to it, or else with the other entries
-   * sequenced in this turn of the event loop, as one message (an EntryBatch) answered once. With many
-   * customers at once, a message per entry per backup was most of the primary's work; with one at a time,
-   * waiting for the turn to end would only add latency.
-   */
-  #replicate(backup: number, entry: Entry): void {
-    const queued = this.#outgoing.get(backup);
-    if (queued !== undefined) {
-      queued.push(entry);
-      return;
-    }
-    if (this.#link(backup).inFlight === 0) {
-      this.#sendEntries(backup, [entry]);
-      return;
-    }
-    this.#outgoing.set(backup, [entry]);
-    if (this.#outgoing.size === 1) setImmediate(() => this.#sendQueued());
-  }
-
-  #sendQueued(): void {
-    for (const [backup, entries] of this.#outgoing) this.#sendEntries(backup, entries);
-    this.#outgoing.clear();
-  }
-
-  #sendEntries(backup: number, entries: readonly Entry[]): void {
-    const deadlineMs = Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2));
-    const wire = entries.map(({ view, position, update, commit }) => ({
-      view,
-      position,
-      interface: update.kind,
-      amount: update.amount,
-      commit,
-    }));
-    const feed = (failure: Refusal | undefined) => {
-      for (const { position } of entries) {
-        this.#feed({ type: "replicated", position, backup, refusal: failure });
-      }
-    };
-    this.#link(backup).send({ batch: { entries: wire } }, deadlineMs).then(
-      () => feed(undefined),
-      (error: RpcError) => feed(refusal(error)),
-    );
-  }
-
   #forward(requestId: number, update: Update, key: string | undefined): void {
+    const link = this.#primaryLink();
     const message = { forward: { interface: update.kind, amount: update.amount, key: key ?? "" } };
-    this.#primaryLink().send(message, this.#options.forwardDeadlineMs).then(
+    const sent = "send" in link
+      ? link.send(message, this.#options.forwardDeadlineMs)
+      : Promise.reject(new RpcError(link.code, link.message));
+    sent.then(
       (decision) => this.#feed({ type: "decided", requestId, decision, refusal: undefined }),
       (error: RpcError) =>
         this.#feed({ type: "decided", requestId, decision: undefined, refusal: refusal(error) }),
     );
   }
+}
+
+function emptyBatch() {
+  return { entries: [] as Entry[], balances: [] as number[], failures: [] as Batch["failures"][number][] };
 }
 
 /** A call answered with `refusal`'s status (a malformed request, refused before it reaches the core). */

@@ -113,13 +113,15 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
     // main closes stdin only to stop this process early (or by dying): stop at once, not at the next
     // request to a branch that main has stopped too.
     lines.next().finally(() => Deno.exit(1));
+    const session = { seen: 0 };
     await runCustomers(scenario.customers, clients.map, {
       deadlineMs,
       concurrent,
+      session,
       onResult: (result, entry) => console.log(JSON.stringify({ entry, result } satisfies CustomerResult)),
     });
     if (finals) {
-      const line: CustomerFinals = { finals: await finalStates(clients.map, deadlineMs) };
+      const line: CustomerFinals = { finals: await finalStates(clients.map, session, deadlineMs) };
       console.log(JSON.stringify(line));
     }
     return 0;

@@ -28,6 +28,8 @@ export interface TimedResult extends EntryResult {
 /** How many times a request is sent at most, and what a retry waits first (doubling each time). */
 const ATTEMPTS = 4;
 const BACKOFF_MS = 50;
+/** How many request ids each run has (see runCustomers). */
+const EVENTS_PER_RUN = 2 ** 22;
 /** The statuses a request is retried on. */
 const RETRIED: readonly string[] = ["UNAVAILABLE", "DEADLINE_EXCEEDED"];
 
@@ -39,6 +41,17 @@ export interface CustomerRunOptions {
   readonly onResult?: (result: TimedResult, index: number) => void;
   /** Run every entry at once (each entry's events still in order) rather than one after another. */
   readonly concurrent?: boolean;
+  /** What the customers have seen, carried from request to request; a fresh one by default. */
+  readonly session?: Session;
+}
+
+/**
+ * The customers' session: the highest log position any reply has reflected. Every request carries it
+ * (Request.after), so that a branch that reads from its own replica answers only once it has applied
+ * that far: the customers read their own updates at any branch, even one that a majority left behind.
+ */
+export interface Session {
+  seen: number;
 }
 
 /** A customer's request failed; the message names the customer, the event and the branch. */
@@ -90,21 +103,28 @@ export async function runCustomers(
   clients: ReadonlyMap<number, BranchClient>,
   options: CustomerRunOptions,
 ): Promise<TimedResult[]> {
-  // Each request's id is its event's place among all the input's events, from 1: unique and the same in
-  // every run of the input, so that a branch recognises a retry (Request.request_id).
+  // Each request's id is this run's own random number (30 bits), times 2^22, plus its event's place among all the
+  // input's events: a retry has the same id, so a branch recognises it (Request.request_id), and the same
+  // event in another run (against branches that keep their logs, with --data-dir) has a different one.
+  const run = crypto.getRandomValues(new Uint32Array(1))[0] as number;
   const firstRequest: number[] = [];
-  let next = 1;
+  let next = ((run >>> 2) + 1) * EVENTS_PER_RUN + 1;
   for (const entry of entries) {
     firstRequest.push(next);
     next += entry.events.length;
   }
+  if (entries.reduce((sum, entry) => sum + entry.events.length, 0) >= EVENTS_PER_RUN) {
+    throw new CustomerError(`a run takes fewer than ${EVENTS_PER_RUN} events`);
+  }
+  const session = options.session ?? { seen: 0 };
   const runEntry = async (entry: CustomerEntry, index: number): Promise<TimedResult> => {
     const recv: TimedReply[] = [];
     for (const [eventIndex, event] of entry.events.entries()) {
       const client = clients.get(event.branch);
       if (client === undefined) throw new CustomerError(`no address for branch ${event.branch}`);
       const requestId = (firstRequest[index] as number) + eventIndex;
-      recv.push(await send(client, entry.id, eventIndex, event, requestId, options.deadlineMs));
+      const reply = await send(client, entry.id, eventIndex, event, requestId, session, options.deadlineMs);
+      recv.push(reply);
     }
     const result = { id: entry.id, recv };
     options.onResult?.(result, index);
@@ -116,14 +136,18 @@ export async function runCustomers(
   return results;
 }
 
-/** Each branch's balance and applied log position, by a query to each (for a history's final lines). */
+/**
+ * Each branch's balance and applied log position, by a query to each (for a history's final lines), once
+ * it has applied what `session` has seen.
+ */
 export function finalStates(
   clients: ReadonlyMap<number, BranchClient>,
+  session: Session,
   deadlineMs: number,
 ): Promise<HistoryFinal[]> {
   return Promise.all([...clients].map(async ([branch, client]) => {
     const event = { id: undefined, interface: "query", amount: 0, branch } as const;
-    const { balance, position } = await send(client, 0, 0, event, 0, deadlineMs);
+    const { balance, position } = await send(client, 0, 0, event, 0, { ...session }, deadlineMs);
     return { type: "final", branch, balance, position } as const;
   }));
 }
@@ -134,6 +158,7 @@ async function send(
   index: number,
   event: Event,
   requestId: number,
+  session: Session,
   deadlineMs: number,
 ): Promise<TimedReply> {
   const where = `customer ${customer}, event ${
@@ -146,6 +171,7 @@ async function send(
     amount: event.amount,
     customer_id: customer,
     request_id: requestId,
+    after: session.seen,
   };
   let response: WireResponse;
   const invoke = performance.now();
@@ -169,5 +195,6 @@ async function send(
   if (response.interface !== event.interface || balance === undefined || position === undefined) {
     throw new CustomerError(`${where}: malformed reply ${JSON.stringify(response)}`);
   }
+  session.seen = Math.max(session.seen, position);
   return { interface: event.interface, success: response.success, balance, position, invoke, complete };
 }

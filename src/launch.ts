@@ -51,16 +51,17 @@ export function currentContext(): LaunchContext {
 
 /**
  * The command that starts a `role` process with `roleArgs`, allowed to reach only the `net` hosts (or
- * host:port pairs). Under `deno run` the child gets just that network access, read access to the protos
- * and grpc-js's environment variables: no writes, no subprocesses. A compiled binary carries the
- * permissions it was compiled with, so there the child runs the same binary with a subcommand.
+ * host:port pairs) and to write only in the `write` directory, if any. Under `deno run` the child gets
+ * just that network access, read access to the protos (and to its `write` directory), and grpc-js's
+ * environment variables: no other writes, no subprocesses. A compiled binary carries the permissions it
+ * was compiled with, so there the child runs the same binary with a subcommand.
  */
 export function childCommand(
   role: Role,
   roleArgs: readonly string[],
-  options: { readonly context: LaunchContext; readonly net: readonly string[] },
+  options: { readonly context: LaunchContext; readonly net: readonly string[]; readonly write?: string },
 ): ChildCommand {
-  const { context, net } = options;
+  const { context, net, write } = options;
   if (context.standalone) return { command: context.execPath, args: [role, ...roleArgs] };
   return {
     command: context.execPath,
@@ -69,7 +70,8 @@ export function childCommand(
       "--no-prompt",
       `--config=${context.root}/deno.json`,
       `--allow-net=${net.join(",")}`,
-      `--allow-read=${context.root}/proto`,
+      `--allow-read=${[`${context.root}/proto`, ...(write === undefined ? [] : [write])].join(",")}`,
+      ...(write === undefined ? [] : [`--allow-write=${write}`]),
       `--allow-env=${GRPC_ENV.join(",")}`,
       `${context.root}/${role}.ts`,
       ...roleArgs,

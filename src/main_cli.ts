@@ -29,6 +29,8 @@ received to the output file.
   --deadline-ms MS     deadline of each attempt of a request (default 10000); an update forwarded to
                        the primary gets half of it, and an entry sent to a backup a quarter
   --start-timeout-ms MS  how long branches may take to start serving (default 30000)
+  --data-dir DIR       keep each branch's log in DIR/branch-ID, and go on from what an earlier run left
+                       there (default: a fresh temporary directory, removed after the run)
   --verbose            print progress (processes started, their pids and addresses) on stderr
 
 Exit codes: 0 success, 1 a process failed while running, 2 bad input or usage, 130 interrupted.`;
@@ -67,6 +69,7 @@ async function runMain(args: readonly string[]): Promise<number> {
     "port-base": { type: "string" },
     "deadline-ms": { type: "string" },
     "start-timeout-ms": { type: "string" },
+    "data-dir": { type: "string" },
     verbose: { type: "boolean" },
     help: { type: "boolean" },
   });
@@ -94,6 +97,7 @@ async function runMain(args: readonly string[]): Promise<number> {
         : integerFlag("port-base", values["port-base"], 0),
       deadlineMs: durationFlag("deadline-ms", values["deadline-ms"], 10_000),
       startTimeoutMs: durationFlag("start-timeout-ms", values["start-timeout-ms"], 30_000),
+      dataDir: values["data-dir"],
       context: currentContext(),
       supervisor,
       log: values.verbose

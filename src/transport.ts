@@ -20,6 +20,8 @@ export interface WireRequest {
   readonly amount: number;
   readonly customer_id: number;
   readonly request_id: number;
+  /** Added after the first version: absent in what older code sends (and then 0 on arrival). */
+  readonly after?: number;
 }
 
 /** `Response` of proto/bank.proto as grpc-js decodes it. */
@@ -38,6 +40,8 @@ export interface WireEntry {
   readonly interface: string;
   readonly amount: number;
   readonly commit: number;
+  /** Added after the first version: absent in what older code sends (and then "" on arrival). */
+  readonly key?: string;
 }
 
 /** `Forward` of proto/bank.proto as grpc-js decodes it. */
@@ -189,6 +193,8 @@ function unary<Req, Res>(handler: (request: Req) => Promise<Res>): grpc.handleUn
 }
 
 const BRANCH_ID_HEADER = "bank-branch-id";
+/** Response header of an accepted link: the last log position on the accepting branch's disk. */
+const LOG_POSITION_HEADER = "bank-log-position";
 
 function linkHandler(
   linked: BranchHandlers["linked"],
@@ -196,7 +202,7 @@ function linkHandler(
   return (call: grpc.ServerDuplexStream<WireLinkMessage, OutgoingLinkMessage>) => {
     const header = call.metadata.get(BRANCH_ID_HEADER)[0];
     const peer = typeof header === "string" && /^\d{1,15}$/.test(header) ? Number(header) : undefined;
-    const link = new Link(`branch ${peer}`, call, Promise.resolve());
+    const link = new Link(`branch ${peer}`, call, Promise.resolve(0));
     const refusal = peer === undefined
       ? new RpcError("INVALID_ARGUMENT", `a link must name its opener in a ${BRANCH_ID_HEADER} header`)
       : linked(peer, link);
@@ -295,7 +301,12 @@ export class BranchClient {
       // The link lives as long as the branch; each request on it gets its own deadline instead.
       { deadline: Infinity },
     );
-    const accepted = new Promise<void>((resolve) => call.on("metadata", () => resolve()));
+    const accepted = new Promise<number>((resolve) =>
+      call.on("metadata", (headers: grpc.Metadata) => {
+        const value = headers.get(LOG_POSITION_HEADER)[0];
+        resolve(typeof value === "string" && /^\d{1,15}$/.test(value) ? Number(value) : 0);
+      })
+    );
     return new Link(this.address, call, accepted);
   }
 
@@ -403,17 +414,21 @@ interface InFlight {
 export class Link {
   readonly #peer: string;
   readonly #call: LinkCall;
-  readonly #accepted: Promise<void>;
+  readonly #accepted: Promise<number>;
   /** In the order sent, which is the order of their deadlines when every request gets the same one. */
   readonly #inFlight = new Map<number, InFlight>();
   #onRequest: LinkRequestHandler = () => Promise.reject(new RpcError("UNAVAILABLE", "not serving yet"));
   #seq = 0;
   #broken: RpcError | undefined;
+  readonly #onBroken: ((cause: RpcError) => void)[] = [];
   /** One timer for every request in flight, rather than one per request (see #watchDeadlines). */
   #deadlineTimer: ReturnType<typeof setTimeout> | undefined;
 
-  /** `peer` names the other end in messages; `accepted` settles when the other end has accepted. */
-  constructor(peer: string, call: LinkCall, accepted: Promise<void>) {
+  /**
+   * `peer` names the other end in messages; `accepted` settles when the other end has accepted, with the
+   * log position it named.
+   */
+  constructor(peer: string, call: LinkCall, accepted: Promise<number>) {
     this.#peer = peer;
     this.#call = call;
     const failed = new Promise<never>((_, reject) => {
@@ -439,6 +454,24 @@ export class Link {
     return this.#inFlight.size;
   }
 
+  /** Calls `listener` once, with the cause, when the link breaks (or at once if it has). */
+  onBroken(listener: (cause: RpcError) => void): void {
+    if (this.#broken !== undefined) listener(this.#broken);
+    else this.#onBroken.push(listener);
+  }
+
+  /** Whether the link has broken: every request on it fails. */
+  get broken(): boolean {
+    return this.#broken !== undefined;
+  }
+
+  /** Breaks the link from this end, failing what is in flight with `cause`. */
+  abort(cause: RpcError): void {
+    this.#break(cause);
+    if ("cancel" in this.#call) this.#call.cancel();
+    else this.#call.emit("error", { code: grpc.status.CANCELLED, details: cause.message });
+  }
+
   /** Answers the other end's requests with `handler` from now on. */
   serve(handler: LinkRequestHandler): void {
     this.#onRequest = handler;
@@ -452,15 +485,24 @@ export class Link {
     });
   }
 
-  /** On the accepting end: sends the response headers, which tell the opener the link is accepted. */
-  accept(): void {
-    if ("sendMetadata" in this.#call) this.#call.sendMetadata(new grpc.Metadata());
+  /**
+   * On the accepting end: sends the response headers, which tell the opener the link is accepted and the
+   * last log `position` on this end's disk.
+   */
+  accept(position: number): void {
+    if (!("sendMetadata" in this.#call)) return;
+    const headers = new grpc.Metadata();
+    headers.set(LOG_POSITION_HEADER, String(position));
+    this.#call.sendMetadata(headers);
   }
 
-  /** Resolves once the other end has accepted the link; rejects if it does not within `timeoutMs`. */
-  async accepted(timeoutMs: number): Promise<void> {
+  /**
+   * Resolves, with the log position the other end named, once it has accepted the link; rejects if it
+   * does not within `timeoutMs`, or the link breaks first.
+   */
+  accepted(timeoutMs: number): Promise<number> {
     const message = `${this.#peer} did not accept a link within ${timeoutMs} ms`;
-    await deadline(this.#accepted, timeoutMs, () => {
+    return deadline(this.#accepted, timeoutMs, () => {
       // Only the opener waits for acceptance, and the opener holds the client side of the call.
       if ("cancel" in this.#call) this.#call.cancel();
       return new RpcError("DEADLINE_EXCEEDED", message);
@@ -542,11 +584,13 @@ export class Link {
 
   /** Fails every request in flight, and every later one, with the first cause; returns that cause. */
   #break(error: RpcError): RpcError {
-    this.#broken ??= error;
-    for (const inFlight of this.#inFlight.values()) inFlight.reject(this.#broken);
+    if (this.#broken !== undefined) return this.#broken;
+    this.#broken = error;
+    for (const inFlight of this.#inFlight.values()) inFlight.reject(error);
     this.#inFlight.clear();
     this.#stopWatching();
-    return this.#broken;
+    for (const listener of this.#onBroken.splice(0)) listener(error);
+    return error;
   }
 }
 

@@ -23,6 +23,8 @@ export interface CustomerRequest {
   readonly amount: number;
   /** "customer_id/request_id" when the request has a request_id: what a retry is recognised by. */
   readonly key: string | undefined;
+  /** For a query: the log position the branch must have applied before it answers; 0 for none. */
+  readonly after: number;
 }
 
 const INT32_MAX = 2 ** 31 - 1;
@@ -41,7 +43,9 @@ export function decodeRequest(wire: WireRequest): Decoded<CustomerRequest> {
     );
   }
   const key = request === 0 ? undefined : `${customer}/${request}`;
-  if (kind === "query") return { ok: true, value: { interface: "query", amount: 0, key } };
+  const after = units(wire.after ?? 0);
+  if (after === undefined) return invalid(`after must be a whole number, got ${wire.after}`);
+  if (kind === "query") return { ok: true, value: { interface: "query", amount: 0, key, after } };
   if (wire.money < 0) return invalid(`money must not be negative, got ${wire.money}`);
   const amount = units(wire.amount);
   if (amount === undefined) return invalid(`amount must be from 0 to 2^53 - 1, got ${wire.amount}`);
@@ -50,7 +54,7 @@ export function decodeRequest(wire: WireRequest): Decoded<CustomerRequest> {
   }
   return {
     ok: true,
-    value: { interface: kind as Interface, amount: amount !== 0 ? amount : wire.money, key },
+    value: { interface: kind as Interface, amount: amount !== 0 ? amount : wire.money, key, after },
   };
 }
 
@@ -58,13 +62,18 @@ export function decodeRequest(wire: WireRequest): Decoded<CustomerRequest> {
 export function decodeForward(
   wire: WireForward,
 ): Decoded<{ readonly update: Update; readonly key: string | undefined }> {
-  if (!/^(\d{1,16}\/\d{1,16})?$/.test(wire.key)) {
-    return invalid(`key must be "customer/request", got ${JSON.stringify(wire.key)}`);
-  }
+  const key = decodeKey(wire.key);
+  if (!key.ok) return key;
   const update = decodeUpdate(wire.interface, wire.amount);
-  return update.ok
-    ? { ok: true, value: { update: update.value, key: wire.key === "" ? undefined : wire.key } }
-    : update;
+  return update.ok ? { ok: true, value: { update: update.value, key: key.value } } : update;
+}
+
+/** A request's key as it travels between branches: "customer/request", or empty for none. */
+function decodeKey(wire: string): Decoded<string | undefined> {
+  if (!/^(\d{1,16}\/\d{1,16})?$/.test(wire)) {
+    return invalid(`key must be "customer/request", got ${JSON.stringify(wire)}`);
+  }
+  return { ok: true, value: wire === "" ? undefined : wire };
 }
 
 /** Decodes and checks an entry of the primary's log. */
@@ -79,8 +88,12 @@ export function decodeEntry(wire: WireEntry): Decoded<Entry> {
   if (commit === undefined || commit >= position) {
     return invalid(`commit must be a whole number below the position, got ${wire.commit}`);
   }
+  const key = decodeKey(wire.key ?? "");
+  if (!key.ok) return key;
   const update = decodeUpdate(wire.interface, wire.amount);
-  return update.ok ? { ok: true, value: { view, position, update: update.value, commit } } : update;
+  return update.ok
+    ? { ok: true, value: { view, position, update: update.value, key: key.value, commit } }
+    : update;
 }
 
 function decodeUpdate(kind: string, value: number): Decoded<Update> {

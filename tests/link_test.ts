@@ -42,7 +42,7 @@ class RawLink implements AsyncDisposable {
   readonly #client: grpc.Client;
   readonly #call: grpc.ClientDuplexStream<object, LinkMessage>;
   readonly #messages: AsyncIterator<LinkMessage>;
-  readonly #accepted: Promise<void>;
+  readonly #accepted: Promise<string | undefined>;
   #wasAccepted = false;
   #closed: Promise<void> | undefined;
 
@@ -64,9 +64,9 @@ class RawLink implements AsyncDisposable {
     this.#call.on("error", () => {});
     this.status = new Promise((resolve) => this.#call.on("status", resolve));
     this.#accepted = new Promise((resolve, reject) => {
-      this.#call.on("metadata", () => {
+      this.#call.on("metadata", (headers: grpc.Metadata) => {
         this.#wasAccepted = true;
-        resolve();
+        resolve(headers.get("bank-log-position")[0]?.toString());
       });
       this.status.then((status) =>
         reject(new Error(`link ended before it was accepted: ${describe(status)}`))
@@ -76,8 +76,11 @@ class RawLink implements AsyncDisposable {
     this.#messages = this.#call[Symbol.asyncIterator]();
   }
 
-  /** Resolves once the branch sends its response headers (accepts the link); rejects if the call ends first. */
-  accepted(): Promise<void> {
+  /**
+   * Resolves once the branch sends its response headers (accepts the link), with the log position they
+   * name; rejects if the call ends first.
+   */
+  accepted(): Promise<string | undefined> {
     return this.#accepted;
   }
 
@@ -187,25 +190,25 @@ Deno.test("a backup refuses a link from any branch but its primary, and takes th
   await assertStopsGracefully(backup);
 });
 
-Deno.test("a backup refuses a second link from its primary while the first is open, and keeps the first", async () => {
+Deno.test("a backup takes a new link from its primary in place of the old, naming where its log ends", async () => {
   await using backup = await startBranch(["--id", "2", "--balance", "100", "--peer", `1=${UNUSED}`]);
   await using first = new RawLink(backup.address, "1");
-  await first.accepted();
-  await using second = new RawLink(backup.address, "1");
-  assertEquals(await refusal(second), {
-    code: "INVALID_ARGUMENT",
-    details: "branch 1 is already linked",
-    accepted: false,
-  });
-  // The first link is still served.
+  assertEquals(await first.accepted(), "0");
   first.send({ seq: 1, entry: { view: 0, position: 1, interface: "deposit", amount: 10 } });
   assertEquals(await first.next(), {
     seq: "1",
     kind: "answer",
     answer: { success: true, balance: "110", position: "1", code: 0, message: "" },
   });
-  assertEquals(await queryAt(backup.address, first, 1), 110);
-  await first.close();
+  // A primary that restarted, or lost its link, opens a new one: it replaces the old, and learns from its
+  // headers which entries the backup needs.
+  await using second = new RawLink(backup.address, "1");
+  assertEquals(await second.accepted(), "1");
+  assertEquals((await refusal(first)).code, "CANCELLED");
+  second.send({ seq: 1, entry: { view: 0, position: 2, interface: "deposit", amount: 5 } });
+  assertEquals(((await second.next()).answer as { position: string }).position, "2");
+  assertEquals(await queryAt(backup.address, second, 2), 115);
+  await second.close();
   await assertStopsGracefully(backup);
 });
 

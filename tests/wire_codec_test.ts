@@ -3,7 +3,14 @@ import { decodeEntry, decodeForward, decodeRequest, encodeResponse, units } from
 
 const request = (
   fields: Partial<
-    { interface: string; money: number; amount: number; customer_id: number; request_id: number }
+    {
+      interface: string;
+      money: number;
+      amount: number;
+      customer_id: number;
+      request_id: number;
+      after: number;
+    }
   >,
 ) => ({
   id: 1,
@@ -18,24 +25,32 @@ const request = (
 Deno.test("decodeRequest() takes an original client's int32 money", () => {
   assertEquals(decodeRequest(request({ money: 170 })), {
     ok: true,
-    value: { interface: "deposit", amount: 170, key: undefined },
+    value: { interface: "deposit", amount: 170, key: undefined, after: 0 },
   });
 });
 
 Deno.test("decodeRequest() keys a request by customer_id and request_id, when it has a request_id", () => {
   assertEquals(decodeRequest(request({ money: 5, customer_id: 7, request_id: 3 })), {
     ok: true,
-    value: { interface: "deposit", amount: 5, key: "7/3" },
+    value: { interface: "deposit", amount: 5, key: "7/3", after: 0 },
   });
   assertEquals(decodeRequest(request({ money: 5, customer_id: 7 })), {
     ok: true,
-    value: { interface: "deposit", amount: 5, key: undefined },
+    value: { interface: "deposit", amount: 5, key: undefined, after: 0 },
   });
   assertEquals(decodeRequest(request({ request_id: -1 })).ok, false);
 });
 
+Deno.test("decodeRequest() takes the position a query must wait for, and refuses a negative one", () => {
+  assertEquals(decodeRequest(request({ interface: "query", after: 12 })), {
+    ok: true,
+    value: { interface: "query", amount: 0, key: undefined, after: 12 },
+  });
+  assertEquals(decodeRequest(request({ interface: "query", after: -1 })).ok, false);
+});
+
 Deno.test("decodeRequest() takes the int64 amount beyond int32", () => {
-  const value = { interface: "withdraw", amount: Number.MAX_SAFE_INTEGER, key: undefined } as const;
+  const value = { interface: "withdraw", amount: Number.MAX_SAFE_INTEGER, key: undefined, after: 0 } as const;
   assertEquals(decodeRequest(request({ interface: "withdraw", amount: 9007199254740991 })), {
     ok: true,
     value,
@@ -45,7 +60,7 @@ Deno.test("decodeRequest() takes the int64 amount beyond int32", () => {
 Deno.test("decodeRequest() ignores money on a query", () => {
   assertEquals(decodeRequest(request({ interface: "query", money: -3 })), {
     ok: true,
-    value: { interface: "query", amount: 0, key: undefined },
+    value: { interface: "query", amount: 0, key: undefined, after: 0 },
   });
 });
 
@@ -81,8 +96,13 @@ Deno.test("decodeEntry() refuses position 0, a bad view or commit position, or a
   const entry = { view: 0, position: 3, interface: "deposit", amount: 5, commit: 2 };
   assertEquals(decodeEntry(entry), {
     ok: true,
-    value: { view: 0, position: 3, update: { kind: "deposit", amount: 5 }, commit: 2 },
+    value: { view: 0, position: 3, update: { kind: "deposit", amount: 5 }, key: undefined, commit: 2 },
   });
+  assertEquals(decodeEntry({ ...entry, key: "7/3" }), {
+    ok: true,
+    value: { view: 0, position: 3, update: { kind: "deposit", amount: 5 }, key: "7/3", commit: 2 },
+  });
+  assertEquals(decodeEntry({ ...entry, key: "seven" }).ok, false);
   assertEquals(decodeEntry({ ...entry, position: 0 }).ok, false);
   assertEquals(decodeEntry({ ...entry, commit: 3 }).ok, false, "a commit position must be below the entry's");
   assertEquals(decodeEntry({ ...entry, view: 0.5 }).ok, false);

@@ -1,0 +1,195 @@
+/**
+ * A branch's disk: its log and its record of failed decisions, in an embedded SQLite database
+ * (`node:sqlite`, built into Deno), in WAL mode with full sync, so that a committed transaction survives
+ * the process being killed and the machine losing power.
+ *
+ * Writes are grouped: the driver hands over everything it decided or received in one turn of the event
+ * loop as one transaction, one fsync (group commit). Reads happen at start-up (recovery) and when a
+ * backup that was away must be caught up.
+ *
+ * @module
+ */
+
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { Decided, Entry, Recovered } from "./branch_core.ts";
+
+/** The database file in a branch's data directory. */
+export const DATABASE_FILE = "bank.sqlite";
+
+/** The data directory holds another branch's data, or a log this branch cannot have written. */
+export class StorageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "StorageError";
+  }
+}
+
+/** What a branch writes in one transaction. */
+export interface Batch {
+  readonly entries: readonly Entry[];
+  /** Balances after each entry, in the same order. */
+  readonly balances: readonly number[];
+  /** Keyed updates that failed, with their answer (see {@linkcode Decided}). */
+  readonly failures: readonly { readonly key: string; readonly decided: Decided }[];
+}
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+  ) STRICT;
+  -- The log: every update that succeeded, at its position. Never trimmed: it is also the record of
+  -- which customer requests were applied (key), which makes a retry exactly-once across restarts.
+  CREATE TABLE IF NOT EXISTS log (
+    position INTEGER PRIMARY KEY,
+    view INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('deposit', 'withdraw')),
+    amount INTEGER NOT NULL CHECK (amount >= 0),
+    key TEXT,
+    commit_position INTEGER NOT NULL,
+    balance INTEGER NOT NULL CHECK (balance >= 0)
+  ) STRICT;
+  -- At the primary: keyed updates that failed. They take no position, so the log does not hold them.
+  CREATE TABLE IF NOT EXISTS failure (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    balance INTEGER NOT NULL,
+    position INTEGER NOT NULL
+  ) STRICT;
+`;
+
+interface LogRow {
+  readonly position: number;
+  readonly view: number;
+  readonly kind: "deposit" | "withdraw";
+  readonly amount: number;
+  readonly key: string | null;
+  readonly commit_position: number;
+  readonly balance: number;
+}
+
+interface FailureRow {
+  readonly key: string;
+  readonly kind: "deposit" | "withdraw";
+  readonly amount: number;
+  readonly balance: number;
+  readonly position: number;
+}
+
+/** One branch's database, open. */
+export class Storage {
+  readonly #db: DatabaseSync;
+  readonly #appendEntry: StatementSync;
+  readonly #addFailure: StatementSync;
+  readonly #entriesFrom: StatementSync;
+
+  private constructor(db: DatabaseSync) {
+    this.#db = db;
+    this.#appendEntry = db.prepare(
+      "INSERT INTO log (position, view, kind, amount, key, commit_position, balance) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    );
+    this.#addFailure = db.prepare(
+      "INSERT INTO failure (key, kind, amount, balance, position) VALUES (?, ?, ?, ?, ?)",
+    );
+    this.#entriesFrom = db.prepare(
+      "SELECT * FROM log WHERE position >= ? ORDER BY position LIMIT ?",
+    );
+  }
+
+  /**
+   * Opens (creating it if need be) the database in `directory` for branch `id`, which starts with
+   * `balance` units. Throws StorageError if the directory holds a different branch, or the same branch
+   * started with another balance: recovering from it would not be this bank's state.
+   */
+  static open(directory: string, id: number, balance: number): Storage {
+    Deno.mkdirSync(directory, { recursive: true });
+    const db = new DatabaseSync(`${directory}/${DATABASE_FILE}`);
+    try {
+      // WAL: a transaction is one append to the log file; FULL: that append is fsynced before COMMIT
+      // returns, so a reply sent after it survives a power loss, not only a killed process.
+      db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;");
+      db.exec(SCHEMA);
+      const meta = new Map(
+        (db.prepare("SELECT name, value FROM meta").all() as { name: string; value: number }[])
+          .map(({ name, value }) => [name, value]),
+      );
+      if (meta.size === 0) {
+        db.prepare("INSERT INTO meta (name, value) VALUES ('branch', ?), ('balance', ?)").run(id, balance);
+      } else if (meta.get("branch") !== id) {
+        throw new StorageError(`${directory} holds the data of branch ${meta.get("branch")}, not ${id}`);
+      } else if (meta.get("balance") !== balance) {
+        throw new StorageError(
+          `${directory} holds branch ${id} started with balance ${meta.get("balance")}, not ${balance}`,
+        );
+      }
+      return new Storage(db);
+    } catch (error) {
+      db.close();
+      throw error;
+    }
+  }
+
+  /** Everything the branch had made durable, to start from (see {@linkcode Recovered}). */
+  recover(): Recovered {
+    const rows = this.#db.prepare("SELECT * FROM log ORDER BY position").all() as unknown as LogRow[];
+    rows.forEach((row, index) => {
+      if (row.position !== index + 1) {
+        throw new StorageError(`the log has position ${row.position} where ${index + 1} belongs`);
+      }
+    });
+    const failures = this.#db.prepare("SELECT * FROM failure").all() as unknown as FailureRow[];
+    return {
+      entries: rows.map((row) => ({ entry: toEntry(row), balance: row.balance })),
+      failures: failures.map((row) => ({
+        key: row.key,
+        decided: {
+          update: { kind: row.kind, amount: row.amount },
+          interface: row.kind,
+          success: false,
+          balance: row.balance,
+          position: row.position,
+        },
+      })),
+    };
+  }
+
+  /** Writes `batch` in one transaction, durable when this returns. */
+  write(batch: Batch): void {
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      batch.entries.forEach((entry, index) => {
+        const { position, view, update, key, commit } = entry;
+        const balance = batch.balances[index] as number;
+        this.#appendEntry.run(position, view, update.kind, update.amount, key ?? null, commit, balance);
+      });
+      for (const { key, decided } of batch.failures) {
+        const { update, balance, position } = decided;
+        this.#addFailure.run(key, update.kind, update.amount, balance, position);
+      }
+      this.#db.exec("COMMIT");
+    } catch (error) {
+      this.#db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+
+  /** Up to `limit` entries of the log from `position` on, in order (to catch a backup up). */
+  entriesFrom(position: number, limit: number): Entry[] {
+    return (this.#entriesFrom.all(position, limit) as unknown as LogRow[]).map(toEntry);
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+}
+
+function toEntry(row: LogRow): Entry {
+  return {
+    view: row.view,
+    position: row.position,
+    update: { kind: row.kind, amount: row.amount },
+    ...(row.key === null ? {} : { key: row.key }),
+    commit: row.commit_position,
+  };
+}
