@@ -8,7 +8,6 @@
 import { AtomicFile } from "./atomic_file.ts";
 import { primaryOf } from "./branch_core.ts";
 import type { BackupAddress, BranchPlan } from "./branch_cli.ts";
-import { assert } from "./assert.ts";
 import type {
   CustomerAddress,
   CustomerFinals,
@@ -17,7 +16,7 @@ import type {
   CustomerResult,
 } from "./customer_cli.ts";
 import type { TimedResult } from "./customer_run.ts";
-import { type History, type HistoryFinal, type HistoryRequest, renderHistory } from "./history.ts";
+import { type HistoryFinal, historyOf, renderHistory } from "./history.ts";
 import { InputError, readScenario, type Scenario, scenarioToJson } from "./input.ts";
 import { childCommand, type LaunchContext } from "./launch.ts";
 import { type Format, renderOutput } from "./output.ts";
@@ -86,7 +85,7 @@ export async function runBank(options: BankRunOptions): Promise<void> {
         });
     await runProcesses(scenario, { ...options, dataDir }, async (results, finals) => {
       await output.commit(renderOutput(results, options.format));
-      await history?.commit(renderHistory(toHistory(scenario, results, finals)));
+      await history?.commit(renderHistory(historyOf(scenario, results, finals)));
     });
   } catch (error) {
     await output.discard();
@@ -97,39 +96,6 @@ export async function runBank(options: BankRunOptions): Promise<void> {
       await Deno.remove(dataDir, { recursive: true });
     }
   }
-}
-
-/** The run's history: each reply with the event it answered, in input order, then the final states. */
-function toHistory(
-  scenario: Scenario,
-  results: readonly TimedResult[],
-  finals: readonly HistoryFinal[],
-): History {
-  const requests = results.flatMap((result, entry) =>
-    result.recv.map((reply, event): HistoryRequest => {
-      const asked = scenario.customers[entry]?.events[event];
-      assert(
-        asked !== undefined,
-        `a reply for event ${event} of entry ${entry}, which the input does not have`,
-      );
-      return {
-        type: "request",
-        customer: result.id,
-        entry,
-        event,
-        eventId: asked.id ?? null,
-        branch: asked.branch,
-        interface: asked.interface,
-        amount: asked.amount,
-        invoke: reply.invoke,
-        complete: reply.complete,
-        success: reply.success,
-        balance: reply.balance,
-        position: reply.position,
-      };
-    })
-  );
-  return { branches: scenario.branches.map(({ id, balance }) => ({ id, balance })), requests, finals };
 }
 
 /**

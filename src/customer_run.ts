@@ -25,9 +25,10 @@ export interface TimedResult extends EntryResult {
   readonly recv: readonly TimedReply[];
 }
 
-/** How many times a request is sent at most, and what a retry waits first (doubling each time). */
+/** How many times a request is sent at most, by default, and what a retry waits (doubling up to a second). */
 const ATTEMPTS = 4;
 const BACKOFF_MS = 50;
+const BACKOFF_MAX_MS = 1_000;
 /** How many request ids each run has (see runCustomers). */
 const EVENTS_PER_RUN = 2 ** 22;
 /** The statuses a request is retried on. */
@@ -43,6 +44,8 @@ export interface CustomerRunOptions {
   readonly concurrent?: boolean;
   /** What the customers have seen, carried from request to request; a fresh one by default. */
   readonly session?: Session;
+  /** How many times a request is sent at most (default 4). */
+  readonly attempts?: number;
 }
 
 /**
@@ -123,7 +126,7 @@ export async function runCustomers(
       const client = clients.get(event.branch);
       if (client === undefined) throw new CustomerError(`no address for branch ${event.branch}`);
       const requestId = (firstRequest[index] as number) + eventIndex;
-      const reply = await send(client, entry.id, eventIndex, event, requestId, session, options.deadlineMs);
+      const reply = await send(client, entry.id, eventIndex, event, requestId, session, options);
       recv.push(reply);
     }
     const result = { id: entry.id, recv };
@@ -147,7 +150,7 @@ export function finalStates(
 ): Promise<HistoryFinal[]> {
   return Promise.all([...clients].map(async ([branch, client]) => {
     const event = { id: undefined, interface: "query", amount: 0, branch } as const;
-    const { balance, position } = await send(client, 0, 0, event, 0, { ...session }, deadlineMs);
+    const { balance, position } = await send(client, 0, 0, event, 0, { ...session }, { deadlineMs });
     return { type: "final", branch, balance, position } as const;
   }));
 }
@@ -159,8 +162,9 @@ async function send(
   event: Event,
   requestId: number,
   session: Session,
-  deadlineMs: number,
+  options: { readonly deadlineMs: number; readonly attempts?: number },
 ): Promise<TimedReply> {
+  const { deadlineMs, attempts = ATTEMPTS } = options;
   const where = `customer ${customer}, event ${
     event.id ?? `#${index}`
   } (${event.interface} at branch ${event.branch})`;
@@ -182,11 +186,13 @@ async function send(
     } catch (error) {
       // A branch that was unreachable, or did not answer in time, may have applied the update or not: the
       // same request again is applied at most once (request_id), so it is safe to retry, a few times.
-      const retry = error instanceof RpcError && RETRIED.includes(error.code) && attempt < ATTEMPTS;
+      const retry = error instanceof RpcError && RETRIED.includes(error.code) && attempt < attempts;
       if (!retry) {
         throw new CustomerError(`${where}: ${error instanceof Error ? error.message : String(error)}`);
       }
-      await new Promise((resolve) => setTimeout(resolve, BACKOFF_MS * 2 ** (attempt - 1)));
+      await new Promise((resolve) =>
+        setTimeout(resolve, Math.min(BACKOFF_MAX_MS, BACKOFF_MS * 2 ** (attempt - 1)))
+      );
     }
   }
   const complete = performance.now();

@@ -12,7 +12,9 @@
  * @module
  */
 
-import { InputError, type Interface, INTERFACES } from "./input.ts";
+import { assert } from "./assert.ts";
+import type { TimedResult } from "./customer_run.ts";
+import { InputError, type Interface, INTERFACES, type Scenario } from "./input.ts";
 
 /** One request as the customer saw it. */
 export interface HistoryRequest {
@@ -145,4 +147,37 @@ export function parseHistory(text: string, source: string): History {
   });
   if (branches === undefined) throw new InputError(source, "", "empty history");
   return { branches, requests, finals };
+}
+
+/** The run's history: each reply with the event it answered, in input order, then the final states. */
+export function historyOf(
+  scenario: Scenario,
+  results: readonly TimedResult[],
+  finals: readonly HistoryFinal[],
+): History {
+  const requests = results.flatMap((result, entry) =>
+    result.recv.map((reply, event): HistoryRequest => {
+      const asked = scenario.customers[entry]?.events[event];
+      assert(
+        asked !== undefined,
+        `a reply for event ${event} of entry ${entry}, which the input does not have`,
+      );
+      return {
+        type: "request",
+        customer: result.id,
+        entry,
+        event,
+        eventId: asked.id ?? null,
+        branch: asked.branch,
+        interface: asked.interface,
+        amount: asked.amount,
+        invoke: reply.invoke,
+        complete: reply.complete,
+        success: reply.success,
+        balance: reply.balance,
+        position: reply.position,
+      };
+    })
+  );
+  return { branches: scenario.branches.map(({ id, balance }) => ({ id, balance })), requests, finals };
 }

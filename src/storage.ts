@@ -174,6 +174,13 @@ export class Storage {
     }
   }
 
+  /** How the connection writes: the journal mode ("wal") and the sync level (2: FULL). */
+  durability(): { readonly journal: string; readonly synchronous: number } {
+    const journal = this.#db.prepare("PRAGMA journal_mode").get() as { journal_mode: string };
+    const synchronous = this.#db.prepare("PRAGMA synchronous").get() as { synchronous: number };
+    return { journal: journal.journal_mode, synchronous: synchronous.synchronous };
+  }
+
   /** Up to `limit` entries of the log from `position` on, in order (to catch a backup up). */
   entriesFrom(position: number, limit: number): Entry[] {
     return (this.#entriesFrom.all(position, limit) as unknown as LogRow[]).map(toEntry);

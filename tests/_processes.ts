@@ -68,6 +68,8 @@ export interface StartedBranch extends AsyncDisposable {
    * left. Stops it once however often it is called.
    */
   stop(): Promise<Finished>;
+  /** Sends SIGKILL (no chance to clean up) and returns what the branch left. */
+  kill(): Promise<Finished>;
 }
 
 /** How long a branch started by {@linkcode startBranch} may take to print its address. */
@@ -79,7 +81,8 @@ export const BRANCH_STOP_TIMEOUT_MS = 10_000;
 export async function startBranch(args: readonly string[]): Promise<StartedBranch> {
   const { process, lines, stderr } = spawnEntry("branch.ts", args, "null");
   let finished: Promise<Finished> | undefined;
-  const stop = () => finished ??= stopBranch(process, lines, stderr);
+  const stop = () => finished ??= stopBranch(process, lines, stderr, "SIGTERM");
+  const kill = () => finished ??= stopBranch(process, lines, stderr, "SIGKILL");
   try {
     const first = await deadline(
       lines.next(),
@@ -90,7 +93,7 @@ export async function startBranch(args: readonly string[]): Promise<StartedBranc
     if (listening === undefined) {
       throw new Error(`branch.ts ${args.join(" ")} did not start: ${(await stop()).stderr}`);
     }
-    return { address: listening, stop, [Symbol.asyncDispose]: async () => void await stop() };
+    return { address: listening, stop, kill, [Symbol.asyncDispose]: async () => void await stop() };
   } catch (error) {
     await stop();
     throw error;
@@ -101,6 +104,7 @@ async function stopBranch(
   process: Deno.ChildProcess,
   lines: AsyncGenerator<string>,
   stderr: Promise<string>,
+  signal: "SIGTERM" | "SIGKILL",
 ): Promise<Finished> {
   const kill = (signal: Deno.Signal) => {
     try {
@@ -109,7 +113,7 @@ async function stopBranch(
       // It has exited already.
     }
   };
-  kill("SIGTERM");
+  kill(signal);
   const status = await deadline(process.status, BRANCH_STOP_TIMEOUT_MS, () => new Error("still running"))
     .catch(() => {
       kill("SIGKILL"); // Shows as the exit's signal, for the test to fail on.
@@ -176,6 +180,14 @@ export function isRunning(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** `count` loopback ports that were free a moment ago (for branches that must come back on the same one). */
+export function freePorts(count: number): number[] {
+  const listeners = Array.from({ length: count }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
+  const ports = listeners.map((listener) => (listener.addr as Deno.NetAddr).port);
+  for (const listener of listeners) listener.close();
+  return ports;
 }
 
 /** A temporary directory, removed when the returned object is disposed. */

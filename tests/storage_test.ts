@@ -1,0 +1,110 @@
+/**
+ * A branch's disk (src/storage.ts) on a real SQLite database in a temporary directory: what is written is
+ * what a reopened database recovers, a batch is written whole or not at all, and a directory holding
+ * another branch's data is refused.
+ *
+ * @module
+ */
+
+import { assertEquals, assertMatch, assertThrows } from "./_assert.ts";
+import type { Entry } from "../src/branch_core.ts";
+import { Storage, StorageError } from "../src/storage.ts";
+
+const deposit = (position: number, amount: number, commit: number, key?: string): Entry => ({
+  view: 0,
+  position,
+  update: { kind: "deposit", amount },
+  ...(key === undefined ? {} : { key }),
+  commit,
+});
+
+async function withDirectory(test: (directory: string) => void | Promise<void>): Promise<void> {
+  const directory = await Deno.makeTempDir({ prefix: "bank-storage-test-" });
+  try {
+    await test(directory);
+  } finally {
+    await Deno.remove(directory, { recursive: true });
+  }
+}
+
+Deno.test("a reopened database recovers every entry and failure written, in position order", () =>
+  withDirectory((directory) => {
+    const first = Storage.open(directory, 2, 100);
+    first.write({
+      entries: [deposit(1, 10, 0, "7/1"), deposit(2, 5, 1)],
+      balances: [110, 115],
+      failures: [],
+    });
+    const failure = {
+      update: { kind: "withdraw", amount: 900 },
+      interface: "withdraw",
+      success: false,
+      balance: 115,
+      position: 2,
+    } as const;
+    first.write({
+      entries: [deposit(3, 1, 2)],
+      balances: [116],
+      failures: [{ key: "7/2", decided: failure }],
+    });
+    first.close();
+    const again = Storage.open(directory, 2, 100);
+    try {
+      assertEquals(again.recover(), {
+        entries: [
+          { entry: deposit(1, 10, 0, "7/1"), balance: 110 },
+          { entry: deposit(2, 5, 1), balance: 115 },
+          { entry: deposit(3, 1, 2), balance: 116 },
+        ],
+        failures: [{ key: "7/2", decided: failure }],
+      });
+      assertEquals(again.entriesFrom(2, 1), [deposit(2, 5, 1)]);
+      assertEquals(again.entriesFrom(3, 10), [deposit(3, 1, 2)]);
+      assertEquals(again.entriesFrom(4, 10), []);
+    } finally {
+      again.close();
+    }
+  }));
+
+Deno.test("a batch that cannot be written whole leaves nothing of itself behind", () =>
+  withDirectory((directory) => {
+    const storage = Storage.open(directory, 1, 0);
+    try {
+      storage.write({ entries: [deposit(1, 10, 0)], balances: [10], failures: [] });
+      // Position 1 again, after a good entry: the whole transaction is rolled back.
+      assertThrows(
+        () =>
+          storage.write({ entries: [deposit(2, 1, 1), deposit(1, 1, 1)], balances: [11, 12], failures: [] }),
+        Error,
+      );
+      assertEquals(storage.recover().entries.map(({ entry }) => entry.position), [1]);
+      storage.write({ entries: [deposit(2, 1, 1)], balances: [11], failures: [] });
+      assertEquals(storage.recover().entries.length, 2);
+    } finally {
+      storage.close();
+    }
+  }));
+
+Deno.test("a data directory of another branch, or of this one with another starting balance, is refused", () =>
+  withDirectory((directory) => {
+    Storage.open(directory, 3, 400).close();
+    assertMatch(
+      assertThrows(() => Storage.open(directory, 4, 400), StorageError).message,
+      /holds the data of branch 3, not 4/,
+    );
+    assertMatch(
+      assertThrows(() => Storage.open(directory, 3, 500), StorageError).message,
+      /holds branch 3 started with balance 400, not 500/,
+    );
+    Storage.open(directory, 3, 400).close();
+  }));
+
+Deno.test("the database is in WAL mode with full sync", () =>
+  withDirectory((directory) => {
+    const storage = Storage.open(directory, 1, 0);
+    try {
+      assertEquals(storage.durability(), { journal: "wal", synchronous: 2 });
+    } finally {
+      storage.close();
+    }
+  }));
