@@ -46,20 +46,28 @@ async function timed(run: () => Promise<void>): Promise<number> {
   return performance.now() - start;
 }
 
-/** N bare processes at once, with the permissions a branch gets (src/launch.ts), each run to its exit. */
 /**
- * The command line of a branch started by main (src/launch.ts), with the same permissions, running
- * `script` (relative to the project) in place of branch.ts.
+ * The command line of a branch started by main (src/launch.ts), with the same permissions (writing only
+ * `write`, if given), running `script` (relative to the project) in place of branch.ts.
  */
-function asBranch(script: string, args: readonly string[]): { command: string; args: string[] } {
+function asBranch(
+  script: string,
+  args: readonly string[],
+  write?: string,
+): { command: string; args: string[] } {
   const context = { ...currentContext(), root: ROOT };
-  const branch = childCommand("branch", args, { context, net: ["127.0.0.1"] });
+  const branch = childCommand("branch", args, {
+    context,
+    net: ["127.0.0.1"],
+    ...(write === undefined ? {} : { write }),
+  });
   return {
     command: branch.command,
     args: branch.args.map((arg) => arg === `${ROOT}/branch.ts` ? `${ROOT}/${script}` : arg),
   };
 }
 
+/** N bare processes at once, with the permissions a branch gets (src/launch.ts), each run to its exit. */
 async function floor(processes: number): Promise<void> {
   const { command, args } = asBranch("bench/floor_child.ts", []);
   const children = Array.from(
@@ -93,9 +101,14 @@ interface Server {
   stop(): Promise<void>;
 }
 
-/** Starts `script` (branch.ts or a bench script) with `args`, and waits for the address it prints. */
-async function startServer(script: string, args: readonly string[]): Promise<Server> {
-  const { command, args: scriptArgs } = asBranch(script, args);
+/**
+ * Starts `script` (branch.ts or a bench script) with `args`, and waits for the address it prints. A
+ * branch gets `dataDir` as its --data-dir, the one directory it may write.
+ */
+async function startServer(script: string, args: readonly string[], dataDir?: string): Promise<Server> {
+  const { command, args: scriptArgs } = dataDir === undefined
+    ? asBranch(script, args)
+    : asBranch(script, [...args, "--data-dir", dataDir], dataDir);
   const child = new Deno.Command(command, {
     args: scriptArgs,
     stdin: "piped",
@@ -153,7 +166,7 @@ async function load(addresses: readonly string[], concurrency: number, seconds: 
  * requests in flight, against plain unary calls to 5 echo servers at the same concurrency, in the same
  * run. Prints both and the ratio of the rates (target: at least 0.5); returns whether it was met.
  */
-async function throughputMet(seconds: number): Promise<boolean> {
+async function throughputMet(seconds: number, dir: string): Promise<boolean> {
   const concurrency = 128;
   const measure = async (servers: Server[]) => {
     try {
@@ -167,13 +180,18 @@ async function throughputMet(seconds: number): Promise<boolean> {
   );
   // Backups first: the primary needs their addresses (the backups never dial the primary).
   const balance = ["--balance", "1000000"];
+  // Durable, as always: each branch writes its log to its own directory, fsynced on every commit.
   const backups = await Promise.all(
     [2, 3, 4, 5].map((id) =>
-      startServer("branch.ts", ["--id", String(id), ...balance, "--peer", "1=127.0.0.1:1"])
+      startServer(
+        "branch.ts",
+        ["--id", String(id), ...balance, "--peer", "1=127.0.0.1:1"],
+        `${dir}/branch-${id}`,
+      )
     ),
   );
   const peers = backups.flatMap((backup, index) => ["--peer", `${index + 2}=${backup.address}`]);
-  const primary = await startServer("branch.ts", ["--id", "1", ...balance, ...peers]);
+  const primary = await startServer("branch.ts", ["--id", "1", ...balance, ...peers], `${dir}/branch-1`);
   const bank = await measure([primary, ...backups]);
   const rate = (report: LoadReport) => report.requests / report.seconds;
   const ratio = rate(bank) / rate(echo);
@@ -183,7 +201,8 @@ async function throughputMet(seconds: number): Promise<boolean> {
     } ms` +
     `   p99 ${report.p99.toFixed(1).padStart(6)} ms`;
   console.log(
-    `\nthroughput: 5 processes, ${concurrency} requests in flight, ${seconds} s each, deposits and withdrawals`,
+    `\nthroughput: 5 processes, ${concurrency} requests in flight, ${seconds} s each, deposits and ` +
+      "withdrawals, durable (SQLite, WAL, full sync)",
   );
   console.log(line("echo", echo));
   console.log(line("bank", bank));
@@ -246,7 +265,7 @@ try {
         }`,
     );
   }
-  if (!await throughputMet(Number(values.seconds))) missed = true;
+  if (!await throughputMet(Number(values.seconds), dir)) missed = true;
 } finally {
   await Deno.remove(dir, { recursive: true });
 }

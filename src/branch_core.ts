@@ -62,7 +62,13 @@ export interface Recovered {
 }
 
 /** The gRPC status a refusal travels as. */
-export type RefusalCode = "INVALID_ARGUMENT" | "UNAVAILABLE" | "ABORTED" | "DEADLINE_EXCEEDED" | "INTERNAL";
+export type RefusalCode =
+  | "INVALID_ARGUMENT"
+  | "UNAVAILABLE"
+  | "ABORTED"
+  | "FAILED_PRECONDITION"
+  | "DEADLINE_EXCEEDED"
+  | "INTERNAL";
 
 /** Why an inbound call, or a message this branch sent, did not succeed. */
 export interface Refusal {
@@ -115,6 +121,12 @@ export type BranchInput =
    * said so when its link came up).
    */
   | { readonly type: "replicated"; readonly position: number; readonly backup: number }
+  /**
+   * At the primary: `backup` accepted a new link, saying its disk holds the log up to `position`. Unlike
+   * an acknowledgement this may be less than before (its directory was emptied): it replaces what the
+   * primary knew of that backup.
+   */
+  | { readonly type: "linked"; readonly position: number; readonly backup: number }
   /** Everything this branch was asked to persist before this input is on its disk. */
   | { readonly type: "synced" }
   /** At a backup: the primary decided the update forwarded for `requestId`, or the forward failed. */
@@ -389,6 +401,12 @@ export function step(state: BranchState, input: BranchInput): Step {
       return applyEntry(state, input.requestId, input.entry);
     case "replicated":
       return replicated(state, input.position, input.backup);
+    case "linked": {
+      assert(state.backups.includes(input.backup), `branch ${input.backup} is not a backup`);
+      // No more than this branch's own disk holds: entries beyond it never came from this log.
+      const matched = new Map(state.matched).set(input.backup, Math.min(input.position, state.synced));
+      return advance({ ...state, matched });
+    }
     case "synced":
       return synced(state);
     case "decided":

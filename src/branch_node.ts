@@ -99,6 +99,8 @@ export class BranchNode {
   /** What the core asked to persist since the last write, written together (see #write). */
   #unwritten: { entries: Entry[]; balances: number[]; failures: Batch["failures"][number][] } = emptyBatch();
   #writeScheduled = false;
+  /** At the primary, once configured: the id of the log it keeps (see Storage.logId). */
+  #logId = 0;
 
   private constructor(options: BranchNodeOptions, storage: Storage) {
     this.#options = options;
@@ -155,15 +157,22 @@ export class BranchNode {
     const state = initialState(self, balance, peers, reads, this.#storage.recover());
     this.#layout = state;
     for (const [peer, link] of this.#links) {
-      // Opened before this branch knew its place, by a branch that turns out not to be its primary.
-      const refusal = this.#refusal(peer, state);
+      // Opened before this branch knew its place: by a branch that may not be its primary, or of a log
+      // this branch's disk does not hold.
+      const refusal = this.#admit(peer, state, link);
       if (refusal !== undefined) {
         link.refuse(refusal);
         this.#links.delete(peer);
       }
     }
+    if (isPrimary(state)) {
+      this.#logId = this.#storage.logId ?? newLogId();
+      if (this.#storage.logId === undefined) this.#storage.setLogId(this.#logId);
+    }
     // The state is set first: entries and forwards may come as soon as a link is accepted.
     this.#state = state;
+    // What the disk held is this branch's own: a primary without backups has it committed at once.
+    this.#feed({ type: "synced" });
     if (isPrimary(state)) {
       await Promise.all(state.backups.map(async (backup) => {
         try {
@@ -218,8 +227,8 @@ export class BranchNode {
   #openLink(backup: number): void {
     const client = this.#clients.get(backup);
     assert(client !== undefined && this.#state !== undefined, `no client of backup ${backup}`);
-    const link = client.link(this.#state.id);
-    link.serve(this.#linkHandler(backup));
+    const link = client.link(this.#state.id, this.#logId);
+    link.serve(this.#linkHandler(backup, link));
     this.#links.set(backup, link);
     link.onBroken((cause) => {
       if (this.#links.get(backup) === link) this.#links.delete(backup);
@@ -245,16 +254,16 @@ export class BranchNode {
   }
 
   /**
-   * At the primary: `backup` accepted `link` holding the log up to `position`. Counts that as replicated,
-   * sends it every later entry on this branch's disk, and makes it live, all in one turn, so that the next
-   * batch written follows on the link.
+   * At the primary: `backup` accepted `link` holding the log up to `position`. Counts that as what it
+   * holds, sends it every later entry on this branch's disk, and makes it live, all in one turn, so that
+   * the next batch written follows on the link.
    */
   #catchUp(backup: number, link: Link, position: number): void {
     const state = this.#state as BranchState;
     if (position > state.synced) {
       this.#log(`backup ${backup} holds position ${position}, beyond this branch's log (${state.synced})`);
     }
-    this.#feed({ type: "replicated", backup, position });
+    this.#feed({ type: "linked", backup, position });
     for (let from = position + 1; from <= state.synced;) {
       const entries = this.#storage.entriesFrom(from, CATCH_UP_BATCH);
       if (entries.length === 0) break;
@@ -270,14 +279,17 @@ export class BranchNode {
     this.#arrivals.get(backup)?.();
   }
 
-  /** A branch opened a link to this one: keep it, unless it is not this backup's primary. */
+  /**
+   * A branch opened a link to this one: keep it, unless it is not this backup's primary or its log is not
+   * the one this backup holds.
+   */
   #linked(peer: number, link: Link): RpcError | undefined {
     // Before configure() it is not known yet which branch is the primary: configure() decides.
-    const refusal = this.#layout === undefined ? undefined : this.#refusal(peer, this.#layout);
+    const refusal = this.#layout === undefined ? undefined : this.#admit(peer, this.#layout, link);
     if (refusal !== undefined) return refusal;
     // The primary opens a new link when it thinks the old one broke (or it restarted): the new one wins.
     this.#links.get(peer)?.abort(new RpcError("UNAVAILABLE", `branch ${peer} opened a new link`));
-    link.serve(this.#linkHandler(peer));
+    link.serve(this.#linkHandler(peer, link));
     this.#links.set(peer, link);
     link.onBroken(() => {
       if (this.#links.get(peer) === link) this.#links.delete(peer);
@@ -289,8 +301,11 @@ export class BranchNode {
     return undefined;
   }
 
-  /** Why branch `peer` may not link to a branch in `state`, if it may not. */
-  #refusal(peer: number, state: BranchState): RpcError | undefined {
+  /**
+   * Why branch `peer` may not link to a branch in `state` with `link`, if it may not. A backup whose disk
+   * names no log yet takes the link's: from then on it holds a copy of that log and no other.
+   */
+  #admit(peer: number, state: BranchState, link: Link): RpcError | undefined {
     if (isPrimary(state)) {
       return new RpcError("INVALID_ARGUMENT", `branch ${state.id} is the primary: it opens the links`);
     }
@@ -298,6 +313,23 @@ export class BranchNode {
       return new RpcError(
         "INVALID_ARGUMENT",
         `branch ${peer} is not the primary of branch ${state.id} (branch ${state.primary} is)`,
+      );
+    }
+    const own = this.#storage.logId;
+    if (link.logId === undefined) {
+      return new RpcError("INVALID_ARGUMENT", "a link must name its log in a bank-log-id header");
+    }
+    if (own === undefined && state.position === 0) {
+      this.#storage.setLogId(link.logId);
+      return undefined;
+    }
+    if (own !== link.logId) {
+      return new RpcError(
+        "FAILED_PRECONDITION",
+        `branch ${state.id} holds a copy of log ${
+          own ?? "(unnamed)"
+        }, not of log ${link.logId} that branch ` +
+          `${peer} keeps: its data directory is another bank's`,
       );
     }
     return undefined;
@@ -326,8 +358,11 @@ export class BranchNode {
     ).finally(() => this.#arrivals.delete(peer));
   }
 
-  /** Feeds the requests arriving on the link with `peer` to the core: forwards and entries. */
-  #linkHandler(peer: number): LinkRequestHandler {
+  /**
+   * Feeds the requests arriving on `link` with `peer` to the core: forwards and entries, while it is the
+   * current link with `peer` (what a replaced link still delivers is refused).
+   */
+  #linkHandler(peer: number, link: Link): LinkRequestHandler {
     const answer = (output: Answering): LinkAnswer =>
       output.type === "index" ? { success: true, balance: 0, position: output.commit } : {
         success: output.type === "reply" ? output.success : true,
@@ -335,6 +370,9 @@ export class BranchNode {
         position: output.position,
       };
     return (request) => {
+      if (this.#links.get(peer) !== link) {
+        return Promise.reject(new RpcError("UNAVAILABLE", `a link with branch ${peer} that was replaced`));
+      }
       if (request.kind === "read") {
         return this.#call((requestId) => ({ type: "readIndex", requestId }), answer);
       }
@@ -521,6 +559,12 @@ export class BranchNode {
         this.#feed({ type: "decided", requestId, decision: undefined, refusal: refusal(error) }),
     );
   }
+}
+
+/** A new log's id: a random safe integer, so two banks' logs are told apart. */
+function newLogId(): number {
+  const [high, low] = crypto.getRandomValues(new Uint32Array(2)) as unknown as [number, number];
+  return (high & 0x1fffff) * 2 ** 32 + low;
 }
 
 function emptyBatch() {

@@ -109,6 +109,8 @@ export class Storage {
       // WAL: a transaction is one append to the log file; FULL: that append is fsynced before COMMIT
       // returns, so a reply sent after it survives a power loss, not only a killed process.
       db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;");
+      // One transaction (one fsync) creates the tables and says whose they are.
+      db.exec("BEGIN IMMEDIATE");
       db.exec(SCHEMA);
       const meta = new Map(
         (db.prepare("SELECT name, value FROM meta").all() as { name: string; value: number }[])
@@ -116,9 +118,11 @@ export class Storage {
       );
       if (meta.size === 0) {
         db.prepare("INSERT INTO meta (name, value) VALUES ('branch', ?), ('balance', ?)").run(id, balance);
-      } else if (meta.get("branch") !== id) {
+      }
+      db.exec("COMMIT");
+      if (meta.size > 0 && meta.get("branch") !== id) {
         throw new StorageError(`${directory} holds the data of branch ${meta.get("branch")}, not ${id}`);
-      } else if (meta.get("balance") !== balance) {
+      } else if (meta.size > 0 && meta.get("balance") !== balance) {
         throw new StorageError(
           `${directory} holds branch ${id} started with balance ${meta.get("balance")}, not ${balance}`,
         );
@@ -169,7 +173,8 @@ export class Storage {
       }
       this.#db.exec("COMMIT");
     } catch (error) {
-      this.#db.exec("ROLLBACK");
+      // A failed COMMIT may have rolled back already; the first error is the one to report.
+      if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
       throw error;
     }
   }
@@ -179,6 +184,23 @@ export class Storage {
     const journal = this.#db.prepare("PRAGMA journal_mode").get() as { journal_mode: string };
     const synchronous = this.#db.prepare("PRAGMA synchronous").get() as { synchronous: number };
     return { journal: journal.journal_mode, synchronous: synchronous.synchronous };
+  }
+
+  /**
+   * Which log this database holds a copy of: a random number the primary picks when it first starts, and
+   * that each backup takes from its primary's first link. Undefined until then. Entries from two logs must
+   * never mix: a backup refuses a link of another log.
+   */
+  get logId(): number | undefined {
+    const row = this.#db.prepare("SELECT value FROM meta WHERE name = 'log'").get() as
+      | { value: number }
+      | undefined;
+    return row?.value;
+  }
+
+  /** Records the id of the log this database holds (see logId); once. */
+  setLogId(id: number): void {
+    this.#db.prepare("INSERT INTO meta (name, value) VALUES ('log', ?)").run(id);
   }
 
   /** Up to `limit` entries of the log from `position` on, in order (to catch a backup up). */

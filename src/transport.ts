@@ -193,6 +193,8 @@ function unary<Req, Res>(handler: (request: Req) => Promise<Res>): grpc.handleUn
 }
 
 const BRANCH_ID_HEADER = "bank-branch-id";
+/** Request header of a link: the id of the opener's log (see Storage.logId); absent from older openers. */
+const LOG_ID_HEADER = "bank-log-id";
 /** Response header of an accepted link: the last log position on the accepting branch's disk. */
 const LOG_POSITION_HEADER = "bank-log-position";
 
@@ -202,7 +204,11 @@ function linkHandler(
   return (call: grpc.ServerDuplexStream<WireLinkMessage, OutgoingLinkMessage>) => {
     const header = call.metadata.get(BRANCH_ID_HEADER)[0];
     const peer = typeof header === "string" && /^\d{1,15}$/.test(header) ? Number(header) : undefined;
-    const link = new Link(`branch ${peer}`, call, Promise.resolve(0));
+    const log = call.metadata.get(LOG_ID_HEADER)[0];
+    const logId = typeof log === "string" && /^\d{1,16}$/.test(log) && Number.isSafeInteger(Number(log))
+      ? Number(log)
+      : undefined;
+    const link = new Link(`branch ${peer}`, call, Promise.resolve(0), logId);
     const refusal = peer === undefined
       ? new RpcError("INVALID_ARGUMENT", `a link must name its opener in a ${BRANCH_ID_HEADER} header`)
       : linked(peer, link);
@@ -285,14 +291,15 @@ export class BranchClient {
     return this.#unary("deliver", request, deadlineMs);
   }
 
-  /** Opens a Branch.link stream to this branch, naming this end `self` (a branch id). */
-  link(self: number): Link {
+  /** Opens a Branch.link stream to this branch, naming this end `self` (a branch id) and its log. */
+  link(self: number, logId: number): Link {
     const method = this.#methods["link"];
     if (method === undefined) throw new Error("proto/bank.proto has no rpc link");
     // The link waits for the peer to come up (branches started by hand start in any order), bounded by
     // accepted()'s timeout.
     const metadata = new grpc.Metadata({ waitForReady: true });
     metadata.set(BRANCH_ID_HEADER, String(self));
+    metadata.set(LOG_ID_HEADER, String(logId));
     const call = this.#client.makeBidiStreamRequest<OutgoingLinkMessage, WireLinkMessage>(
       method.path,
       method.requestSerialize,
@@ -307,7 +314,7 @@ export class BranchClient {
         resolve(typeof value === "string" && /^\d{1,15}$/.test(value) ? Number(value) : 0);
       })
     );
-    return new Link(this.address, call, accepted);
+    return new Link(this.address, call, accepted, logId);
   }
 
   /**
@@ -426,9 +433,9 @@ export class Link {
 
   /**
    * `peer` names the other end in messages; `accepted` settles when the other end has accepted, with the
-   * log position it named.
+   * log position it named. `logId` is the log the opener replicates, if it said.
    */
-  constructor(peer: string, call: LinkCall, accepted: Promise<number>) {
+  constructor(peer: string, call: LinkCall, accepted: Promise<number>, readonly logId?: number) {
     this.#peer = peer;
     this.#call = call;
     const failed = new Promise<never>((_, reject) => {
@@ -598,6 +605,7 @@ const REFUSAL_CODES: readonly RefusalCode[] = [
   "INVALID_ARGUMENT",
   "UNAVAILABLE",
   "ABORTED",
+  "FAILED_PRECONDITION",
   "DEADLINE_EXCEEDED",
   "INTERNAL",
 ];

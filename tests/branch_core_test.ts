@@ -170,9 +170,12 @@ Deno.test("the primary goes on while a minority of its backups is away, and neve
   assertEquals(kinds(two.outbox), ["persist"], "two disks of five");
   const three = run(two.state, [replicated(1, 4)]);
   assertEquals(three.outbox, [reply(1, "deposit", 410, 1)]);
-  // A backup that comes back says how far its disk goes; more than the primary has counts for no more.
-  const back = run(three.state, [replicated(9, 5)]);
+  // A backup that links again says how far its disk goes: what it says replaces what the primary knew,
+  // and more than the primary's own disk holds counts for no more.
+  const back = run(three.state, [{ type: "linked", position: 9, backup: 5 }]);
   assertEquals(back.state.matched.get(5), 1);
+  const emptied = run(back.state, [{ type: "linked", position: 0, backup: 2 }]);
+  assertEquals([emptied.state.matched.get(2), emptied.state.commit], [0, 1], "a commit is never undone");
 });
 
 Deno.test("a failed withdrawal is answered only once what it was decided after is committed", () => {

@@ -9,7 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as loader from "@grpc/proto-loader";
 import { BranchClient } from "../src/transport.ts";
 import { assertEquals, assertMatch } from "./_assert.ts";
-import { ROOT, startBranch, type StartedBranch } from "./_processes.ts";
+import { ROOT, startBranch, type StartedBranch, tempDir } from "./_processes.ts";
 
 /** The deadline of every link opened here: it bounds every wait on the link. */
 const LINK_DEADLINE_MS = 10_000;
@@ -46,13 +46,17 @@ class RawLink implements AsyncDisposable {
   #wasAccepted = false;
   #closed: Promise<void> | undefined;
 
-  /** Opens a link to the branch at `address`, sending `branchId` as the bank-branch-id header, if given. */
-  constructor(address: string, branchId: string | undefined) {
+  /**
+   * Opens a link to the branch at `address`, sending `branchId` as the bank-branch-id header, if given,
+   * and `logId` as the bank-log-id header.
+   */
+  constructor(address: string, branchId: string | undefined, logId = "7") {
     this.#client = new grpc.Client(address, grpc.credentials.createInsecure(), {
       "grpc.enable_http_proxy": 0,
     });
     const metadata = new grpc.Metadata();
     if (branchId !== undefined) metadata.set("bank-branch-id", branchId);
+    metadata.set("bank-log-id", logId);
     this.#call = this.#client.makeBidiStreamRequest(
       LINK.path,
       LINK.requestSerialize,
@@ -210,6 +214,31 @@ Deno.test("a backup takes a new link from its primary in place of the old, namin
   assertEquals(await queryAt(backup.address, second, 2), 115);
   await second.close();
   await assertStopsGracefully(backup);
+});
+
+Deno.test("a backup takes the log of its primary's first link, and refuses a link of any other log", async () => {
+  await using dir = await tempDir();
+  const args = ["--id", "2", "--balance", "100", "--peer", `1=${UNUSED}`, "--data-dir", `${dir.path}/2`];
+  const backup = await startBranch(args);
+  await using first = new RawLink(backup.address, "1", "7");
+  await first.accepted();
+  first.send({ seq: 1, entry: { view: 0, position: 1, interface: "deposit", amount: 10 } });
+  assertEquals(((await first.next()).answer as { code: number }).code, 0);
+  await first.close();
+  await assertStopsGracefully(backup);
+  // Started again on the same directory, it holds position 1 of log 7, and nothing else.
+  await using again = await startBranch(args);
+  await using other = new RawLink(again.address, "1", "8");
+  assertEquals(await refusal(other), {
+    code: "FAILED_PRECONDITION",
+    details:
+      "branch 2 holds a copy of log 7, not of log 8 that branch 1 keeps: its data directory is another bank's",
+    accepted: false,
+  });
+  await using same = new RawLink(again.address, "1", "7");
+  assertEquals(await same.accepted(), "1");
+  await same.close();
+  await assertStopsGracefully(again);
 });
 
 Deno.test("a branch refuses a link without a bank-branch-id header, or with one that is not an id", async () => {
