@@ -220,7 +220,7 @@ function median(values: readonly number[]): number {
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { rounds: { type: "string", default: "3" }, seconds: { type: "string", default: "3" } },
+  options: { rounds: { type: "string", default: "3" }, seconds: { type: "string", default: "5" } },
 });
 const rounds = Number(values.rounds);
 if (!Number.isSafeInteger(rounds) || rounds < 1) {

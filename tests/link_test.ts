@@ -258,6 +258,31 @@ Deno.test("a branch refuses a link without a bank-branch-id header, or with one 
   await assertStopsGracefully(backup);
 });
 
+Deno.test("a backup takes a bundle as if each of its messages came alone, in order", async () => {
+  await using backup = await startBranch(["--id", "2", "--balance", "100", "--peer", `1=${UNUSED}`]);
+  await using link = new RawLink(backup.address, "1");
+  await link.accepted();
+  const entry = (seq: number, position: number, amount: number) => ({
+    seq,
+    entry: { view: 0, position, interface: "deposit", amount },
+  });
+  link.send({ seq: 0, bundle: { messages: [entry(1, 1, 10), entry(2, 2, 5), entry(3, 2, 1)] } });
+  // The answers, written in one turn, may come back as one bundle too.
+  const answers: { seq: string; answer: { position: string; code: number } }[] = [];
+  while (answers.length < 3) {
+    const message = await link.next() as { bundle?: { messages: typeof answers } } & (typeof answers)[number];
+    answers.push(...(message.bundle?.messages ?? [message]));
+  }
+  assertEquals(answers.map(({ seq, answer }) => [seq, answer.position, answer.code]), [
+    ["1", "1", 0],
+    ["2", "2", 0],
+    ["3", "0", grpc.status.ABORTED],
+  ]);
+  assertEquals(await queryAt(backup.address, link, 2), 115);
+  await link.close();
+  await assertStopsGracefully(backup);
+});
+
 Deno.test("a backup applies entries only in order, refuses a forward, and forwards its customers' updates", async () => {
   await using backup = await startBranch(["--id", "2", "--balance", "100", "--peer", `1=${UNUSED}`]);
   // This end plays the primary.
