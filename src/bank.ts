@@ -163,15 +163,16 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
   const { supervisor, context } = options;
   const deadline = ["--deadline-ms", String(options.deadlineMs)];
   const startTimeout = ["--start-timeout-ms", String(options.startTimeoutMs)];
-  // A forward to the primary gets half a request's deadline (and an entry to a backup half of that), so
-  // that a stalled branch is reported by name (the link's "did not answer") before the customer's
-  // request itself runs out of time.
+  // A forward to the primary gets half a request's deadline, so that a stalled primary is reported by
+  // name (the link's "did not answer") before the customer's request itself runs out of time; entries to
+  // a backup get half of that, after which the primary opens that backup's link again.
   const forwardDeadline = ["--deadline-ms", String(Math.max(1, Math.floor(options.deadlineMs / 2)))];
   const ports = scenario.branches.map(({ id }) => options.portBase === undefined ? 0 : options.portBase + id);
   const ids = scenario.branches.map(({ id }) => id);
   const primaryIndex = ids.indexOf(primaryOf(ids));
-  // Customers acting one at a time (the default) may be answered from each branch's own replica; at
-  // once, queries must read at the primary's commit position (see ReadMode in src/branch_core.ts).
+  // Customers acting one at a time (the default) may be answered from each branch's own replica, once it
+  // has applied what the customers have seen; at once, queries must read at the primary's commit position
+  // (see ReadMode in src/branch_core.ts).
   const reads = ["--reads", options.concurrent ? "commit" : "local"];
   const branches: Child[] = [];
   for (const index of [primaryIndex, ...ids.keys().filter((index) => index !== primaryIndex)]) {

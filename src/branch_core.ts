@@ -209,9 +209,10 @@ export interface PendingRead {
 
 /**
  * How a branch answers queries. `commit`: at the primary's commit position, asking the primary for it at
- * a backup; linearizable whatever the clients do. `local`: from this replica as it stands; linearizable
- * only while one client acts, one request at a time (then nothing is in flight when a query comes, and
- * every update answered is applied everywhere), which is how main runs customers unless `--concurrent`.
+ * a backup; linearizable whatever the clients do. `local`: from this replica once it has applied the
+ * position the client names (the highest it has been answered with); linearizable while one client acts,
+ * one request at a time (then everything answered is at or below that position, and nothing after it
+ * exists yet), which is how main runs customers unless `--concurrent`.
  */
 export type ReadMode = "commit" | "local";
 
