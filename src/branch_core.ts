@@ -50,7 +50,7 @@ export interface Entry {
   readonly update: Update;
   /** The customer request it came from (see the `key` of a request), so a retry is recognised anywhere. */
   readonly key?: string | undefined;
-  /** The primary's commit position when it sent the entry; a backup forgets older balances by it. */
+  /** The primary's commit position when it sent the entry: what a backup learns is committed. */
   readonly commit: number;
 }
 
@@ -253,6 +253,39 @@ export class Remembered<V> {
   }
 }
 
+/**
+ * An immutable list of numbers that only grows at its end, for a replica's balance after each position
+ * (index 0: its starting balance). Versions share one array, as in {@linkcode Remembered}: pushing onto the
+ * newest version appends in place; pushing onto an older one copies what that version sees first.
+ */
+export class Timeline {
+  readonly #values: number[];
+  /** How many values this version sees. */
+  readonly length: number;
+
+  private constructor(values: number[], length: number) {
+    this.#values = values;
+    this.length = length;
+  }
+
+  /** A timeline holding `first` alone. */
+  static of(first: number): Timeline {
+    return new Timeline([first], 1);
+  }
+
+  /** The value at `index`, if this version sees one there. */
+  at(index: number): number | undefined {
+    return index >= 0 && index < this.length ? this.#values[index] : undefined;
+  }
+
+  /** This timeline with `value` added at its end. */
+  push(value: number): Timeline {
+    const values = this.#values.length === this.length ? this.#values : this.#values.slice(0, this.length);
+    values.push(value);
+    return new Timeline(values, this.length + 1);
+  }
+}
+
 /** A keyed update as the primary decided it. */
 export interface Decided extends Omit<Waiting, "requestId" | "durable"> {
   readonly update: Update;
@@ -277,8 +310,8 @@ export interface BranchState {
    * the last such position it has heard of. Never more than `position`.
    */
   readonly commit: number;
-  /** This replica's balance after each position from `commit` to `position`. */
-  readonly balances: ReadonlyMap<number, number>;
+  /** This replica's balance after each position, from 0 (its starting balance) to `position`. */
+  readonly balances: Timeline;
   /** The last position on this branch's own disk. */
   readonly synced: number;
   /** At the primary: by backup, the last position on its disk (0 until it says). */
@@ -352,9 +385,10 @@ export function initialState(
   }
   for (const { key, decided: failure } of recovered.failures) decided = decided.with(key, failure);
   const position = recovered.entries.length;
-  const balances = new Map<number, number>([[0, balance]]);
-  for (const { entry, balance } of recovered.entries) balances.set(entry.position, balance);
-  for (const at of balances.keys()) if (at < commit) balances.delete(at);
+  const balances = recovered.entries.reduce(
+    (timeline, { balance }) => timeline.push(balance),
+    Timeline.of(balance),
+  );
   return {
     id,
     reads,
@@ -460,7 +494,7 @@ function serveReads(state: BranchState, outbox: readonly BranchOutput[]): Step {
     if (read.kind === "index") return { type: "index", requestId: read.requestId, commit: state.commit };
     if (local) return reply(read.requestId, "query", true, state.balance, state.position);
     // At a backup the primary's commit position may be behind what this backup has heard is committed
-    // since; either is committed, and the later one is the one it still holds a balance for.
+    // since; either is committed, and the later one reflects more.
     const at = Math.max(read.at, state.commit);
     return reply(read.requestId, "query", true, balanceAt(state, at), at);
   });
@@ -517,7 +551,7 @@ function sequence(state: BranchState, requestId: number, update: Update, key: st
     );
   }
   const position = state.position + 1;
-  const balances = new Map(state.balances).set(position, balance);
+  const balances = state.balances.push(balance);
   const answer = { position, requestId, interface: update.kind, success: true, balance, durable: true };
   const decided = key === undefined
     ? state.decided
@@ -564,7 +598,7 @@ function applyEntry(state: BranchState, requestId: number, entry: Entry): Step {
     ...state,
     balance,
     position: entry.position,
-    balances: new Map(state.balances).set(entry.position, balance),
+    balances: state.balances.push(balance),
   };
   return serveReads(learnCommit(next, Math.min(entry.commit, entry.position)), [
     { type: "persist", entry: { entry, balance } },
@@ -621,16 +655,15 @@ function release(state: BranchState, outbox: readonly BranchOutput[]): Step {
   );
 }
 
-/** Moves the commit position up to `commit` (never down), forgetting balances before it. */
+/** Moves the commit position up to `commit` (never down). */
 function learnCommit(state: BranchState, commit: number): BranchState {
   if (commit <= state.commit) return state;
-  const balances = new Map([...state.balances].filter(([position]) => position >= commit));
-  return { ...state, commit, balances };
+  return { ...state, commit };
 }
 
-/** This replica's balance right after `position`, which must be from its commit position on. */
+/** This replica's balance right after `position`, which it must have applied. */
 function balanceAt(state: BranchState, position: number): number {
-  const balance = state.balances.get(position);
+  const balance = state.balances.at(position);
   assert(balance !== undefined, `branch ${state.id} has no balance for position ${position}`);
   return balance;
 }

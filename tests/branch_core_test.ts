@@ -12,6 +12,7 @@ import {
   type ReadMode,
   Remembered,
   step,
+  Timeline,
   type Update,
 } from "../src/branch_core.ts";
 
@@ -112,8 +113,7 @@ Deno.test("a backup answers a query at the primary's commit position, with its o
     refusal: undefined,
   }]);
   assertEquals(outbox, [reply(7, "query", 410, 1)]);
-  assertEquals(state.commit, 1);
-  assertEquals([...state.balances.keys()], [1, 2], "balances before the commit position are forgotten");
+  assertEquals([state.commit, state.balances.at(0), state.balances.at(2)], [1, 400, 415]);
 });
 
 Deno.test("a backup behind the primary's commit position answers once it gets there; a failed read index is refused", () => {
@@ -423,10 +423,8 @@ const recovered = {
 
 Deno.test("initialState() recovers a log: balance, position, commit, and every keyed decision", () => {
   const state = initialState(2, 100, [1], "commit", recovered);
-  assertEquals([state.balance, state.position, state.commit, [...state.balances]], [130, 2, 1, [[1, 110], [
-    2,
-    130,
-  ]]]);
+  const balances = [0, 1, 2].map((at) => state.balances.at(at));
+  assertEquals([state.balance, state.position, state.commit, balances], [130, 2, 1, [100, 110, 130]]);
   // At the primary, a retry of a request decided before the restart gets its first answer.
   const primary = run(initialState(1, 100, [2], "commit", recovered), [
     keyed(1, "deposit", 10, "7/1"),
@@ -726,6 +724,14 @@ Deno.test("step() in a simulated network agrees with a sequential ledger (200 se
 
 Deno.test("step() with concurrent customers in a simulated network passes the checker (200 seeded schedules)", () => {
   seeded((seed) => simulateConcurrent(seed, 1 + (seed % 5), 2 + (seed % 4), 12));
+});
+
+Deno.test("Timeline: each version sees only what was pushed before it, however it is pushed onto", () => {
+  const one = Timeline.of(5).push(6);
+  const two = one.push(7);
+  const other = one.push(8);
+  assertEquals([one.length, one.at(1), one.at(2)], [2, 6, undefined]);
+  assertEquals([two.at(2), other.at(2), two.push(9).at(3), two.at(3)], [7, 8, 9, undefined]);
 });
 
 Deno.test("Remembered: each version sees only what was added before it, however it is added to", () => {
