@@ -14,7 +14,7 @@ import { checkHistory } from "../src/checker.ts";
 import { connectAll, finalStates, runCustomers, type TimedResult } from "../src/customer_run.ts";
 import { historyOf } from "../src/history.ts";
 import type { CustomerEntry, Scenario } from "../src/input.ts";
-import { BranchClient } from "../src/transport.ts";
+import { BranchClient, type RpcError } from "../src/transport.ts";
 
 const BALANCE = 1_000;
 const DEADLINE_MS = 2_000;
@@ -162,6 +162,9 @@ Deno.test("a retry after the primary restarts gets the first answer, for a depos
     const first = [await client.deliver(deposit, DEADLINE_MS), await client.deliver(withdrawal, DEADLINE_MS)];
     assertEquals(first.map(({ success, balance }) => [success, balance]), [[true, 1_025], [false, 1_025]]);
     await (bank.branches.get(1) as StartedBranch).kill();
+    // With the primary down, an update is refused as UNAVAILABLE, never answered from a backup's replica.
+    const down = await client.deliver({ ...deposit, request_id: 9 }, DEADLINE_MS).catch((error) => error);
+    assertEquals((down as RpcError).code, "UNAVAILABLE");
     await bank.start(1);
     await client.waitUntilServing(DEADLINE_MS);
     // Enough to make the withdrawal succeed now, if it were decided again.
