@@ -83,6 +83,7 @@ export async function runBank(options: BankRunOptions): Promise<void> {
             `cannot use as the data directory: ${error.message}`,
           );
         });
+    options.log(`branch data in ${dataDir}`);
     await runProcesses(scenario, { ...options, dataDir }, async (results, finals) => {
       await output.commit(renderOutput(results, options.format));
       await history?.commit(renderHistory(historyOf(scenario, results, finals)));

@@ -73,6 +73,9 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   // Started by hand, SIGINT or SIGTERM stops the branch gracefully from here on, even while it waits for
   // its links; under main, stdin closing stops it instead (and it ignores SIGINT).
   const stopRequested = values["control-stdin"] ? undefined : signalled();
+  if (values["data-dir"] === "") {
+    throw new UsageError("--data-dir: expected a directory, got an empty string");
+  }
   const temporary = values["data-dir"] === undefined
     ? await Deno.makeTempDir({ prefix: `bank-branch-${id}-` })
     : undefined;

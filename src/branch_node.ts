@@ -55,6 +55,11 @@ export interface BranchNodeOptions {
   readonly dataDir: string;
   /** Where to say what happened to links (a line each); stderr by default. */
   readonly log?: (message: string) => void;
+  /**
+   * Called when the disk fails: a branch that cannot write cannot keep its promises, and must stop
+   * answering. By default it says so on stderr and exits with code 1.
+   */
+  readonly onDiskFailure?: (message: string) => never;
 }
 
 /** The outputs that answer an inbound call with a value. */
@@ -66,11 +71,16 @@ interface OpenCall {
   reject(error: RpcError): void;
 }
 
-/** How many entries of the log one catch-up message carries. */
-const CATCH_UP_BATCH = 1_000;
+/**
+ * How many entries one message to a backup carries at most (more go in several): well under grpc-js's
+ * 4 MB message limit even in a bundle of them (see Link), with keys at their longest.
+ */
+const ENTRIES_PER_MESSAGE_MAX = 1_000;
 /** The wait before a broken link is opened again, doubling up to the maximum. */
 const RELINK_FIRST_MS = 50;
 const RELINK_MAX_MS = 1_000;
+/** How long one try at a link waits for the backup to accept it before it is opened again. */
+const LINK_ACCEPT_TIMEOUT_MS = 10_000;
 
 /** A running branch. It refuses customers until {@linkcode BranchNode.configure} gives it its peers. */
 export class BranchNode {
@@ -89,6 +99,8 @@ export class BranchNode {
   readonly #arrivals = new Map<number, () => void>();
   /** At the primary: timers that open a broken link again, and the wait before the next try, by backup. */
   readonly #relinks = new Map<number, { timer?: ReturnType<typeof setTimeout>; waitMs: number }>();
+  /** At the primary: why the last link with each backup broke, for the message if it never comes up. */
+  readonly #linkFailures = new Map<number, string>();
   /** This branch's place in the bank (primary or backup, and of which branches), once configured. */
   #layout: BranchState | undefined;
   /** Whether customers are served: once every link is up. */
@@ -99,6 +111,8 @@ export class BranchNode {
   /** What the core asked to persist since the last write, written together (see #write). */
   #unwritten: { entries: Entry[]; balances: number[]; failures: Batch["failures"][number][] } = emptyBatch();
   #writeScheduled = false;
+  /** What this process has written: entries, and the transactions they took (group commit makes fewer). */
+  readonly #written = { entries: 0, transactions: 0 };
   /** At the primary, once configured: the id of the log it keeps (see Storage.logId). */
   #logId = 0;
 
@@ -109,11 +123,11 @@ export class BranchNode {
   }
 
   /**
-   * Opens the branch's database in `options.dataDir` (throwing StorageError if it holds another branch's
+   * Opens the branch's database in `options.dataDir` (throwing an Error naming it if it holds another branch's
    * data) and starts serving on `options.listen` (health: NOT_SERVING until configured).
    */
   static async start(options: BranchNodeOptions): Promise<BranchNode> {
-    const node = new BranchNode(options, Storage.open(options.dataDir, options.id, options.balance));
+    const node = new BranchNode(options, Storage.open(options.dataDir, options));
     try {
       node.#server = await serveBranch(options.listen, {
         deliver: (request) => {
@@ -182,7 +196,8 @@ export class BranchNode {
         }
       }));
     } else {
-      this.#links.get(state.primary)?.accept(state.position);
+      const early = this.#links.get(state.primary);
+      if (early !== undefined) this.#accept(early, state);
       await this.#arrival(state.primary, timeoutMs, "did not open its link").catch((error: RpcError) => {
         throw new RpcError(error.code, `primary (branch ${state.primary}): ${error.message}`);
       });
@@ -208,7 +223,10 @@ export class BranchNode {
     this.#openLink(backup);
   }
 
-  /** Stops: ends every link, stops serving (calls in progress get up to `graceMs`), closes the clients. */
+  /**
+   * Stops: ends every link, stops serving (calls in progress get up to `graceMs`), closes the clients and
+   * the database, and says how much it wrote.
+   */
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
     for (const relink of this.#relinks.values()) clearTimeout(relink.timer);
@@ -217,6 +235,8 @@ export class BranchNode {
     for (const client of this.#clients.values()) client.close();
     this.#links.clear();
     this.#storage.close();
+    const { entries, transactions } = this.#written;
+    this.#log(`wrote ${entries} entries in ${transactions} transactions`);
   }
 
   /**
@@ -233,6 +253,7 @@ export class BranchNode {
     link.onBroken((cause) => {
       if (this.#links.get(backup) === link) this.#links.delete(backup);
       this.#live.delete(backup);
+      this.#linkFailures.set(backup, cause.message);
       if (this.#stopping) return;
       const relink = this.#relinks.get(backup) ?? { waitMs: RELINK_FIRST_MS };
       this.#log(
@@ -242,14 +263,14 @@ export class BranchNode {
       relink.waitMs = Math.min(RELINK_MAX_MS, relink.waitMs * 2);
       this.#relinks.set(backup, relink);
     });
-    // The link waits for the backup to come up, however long: a backup may be restarted at any time.
-    link.accepted(2 ** 31 - 1).then(
+    // A backup may be down for any time: each try waits a while, then the link is opened again.
+    link.accepted(LINK_ACCEPT_TIMEOUT_MS).then(
       (position) => {
         if (link.broken) return;
         this.#relinks.delete(backup);
         this.#catchUp(backup, link, position);
       },
-      () => {}, // The link broke: onBroken opens it again.
+      (error: RpcError) => link.abort(error), // onBroken opens it again.
     );
   }
 
@@ -259,13 +280,13 @@ export class BranchNode {
    * the next batch written follows on the link.
    */
   #catchUp(backup: number, link: Link, position: number): void {
-    const state = this.#state as BranchState;
+    const state = this.#current();
     if (position > state.synced) {
       this.#log(`backup ${backup} holds position ${position}, beyond this branch's log (${state.synced})`);
     }
     this.#feed({ type: "linked", backup, position });
     for (let from = position + 1; from <= state.synced;) {
-      const entries = this.#storage.entriesFrom(from, CATCH_UP_BATCH);
+      const entries = this.#storage.entriesFrom(from, ENTRIES_PER_MESSAGE_MAX);
       if (entries.length === 0) break;
       this.#sendEntries(backup, link, entries);
       from += entries.length;
@@ -296,15 +317,21 @@ export class BranchNode {
     });
     // Accepted only once configured: the primary takes the response headers to mean "ready for entries
     // after this position".
-    if (this.#state !== undefined) link.accept(this.#state.position);
+    if (this.#state !== undefined) this.#accept(link, this.#state);
     this.#arrivals.get(peer)?.();
     return undefined;
   }
 
   /**
-   * Why branch `peer` may not link to a branch in `state` with `link`, if it may not. A backup whose disk
-   * names no log yet takes the link's: from then on it holds a copy of that log and no other.
+   * At a backup: accepts its primary's `link`, naming the last position on its disk. A disk that names no
+   * log yet takes the link's: from then on it holds a copy of that log and no other.
    */
+  #accept(link: Link, state: BranchState): void {
+    if (this.#storage.logId === undefined && link.logId !== undefined) this.#storage.setLogId(link.logId);
+    link.accept(state.position);
+  }
+
+  /** Why branch `peer` may not link to a branch in `state` with `link`, if it may not. */
   #admit(peer: number, state: BranchState, link: Link): RpcError | undefined {
     if (isPrimary(state)) {
       return new RpcError("INVALID_ARGUMENT", `branch ${state.id} is the primary: it opens the links`);
@@ -319,11 +346,8 @@ export class BranchNode {
     if (link.logId === undefined) {
       return new RpcError("INVALID_ARGUMENT", "a link must name its log in a bank-log-id header");
     }
-    if (own === undefined && state.position === 0) {
-      this.#storage.setLogId(link.logId);
-      return undefined;
-    }
-    if (own !== link.logId) {
+    // A disk that names no log yet holds none: it may take this one (see #accept).
+    if (own !== undefined ? own !== link.logId : state.position > 0) {
       return new RpcError(
         "FAILED_PRECONDITION",
         `branch ${state.id} holds a copy of log ${
@@ -340,22 +364,20 @@ export class BranchNode {
    * backup `peer`. Rejects after `timeoutMs` with "`what` within `timeoutMs` ms".
    */
   #arrival(peer: number, timeoutMs: number, what: string): Promise<void> {
-    if (this.#live.has(peer) || (!isPrimary(this.#state as BranchState) && this.#links.has(peer))) {
+    if (this.#live.has(peer) || (!isPrimary(this.#current()) && this.#links.has(peer))) {
       return Promise.resolve();
     }
     const arrived = new Promise<void>((resolve) => this.#arrivals.set(peer, resolve));
-    const client = this.#clients.get(peer);
-    return deadline(
-      arrived,
-      timeoutMs,
-      () =>
-        new RpcError(
-          "DEADLINE_EXCEEDED",
-          client === undefined
-            ? `${what} within ${timeoutMs} ms`
-            : `${client.address} did not accept a link within ${timeoutMs} ms`,
-        ),
-    ).finally(() => this.#arrivals.delete(peer));
+    return deadline(arrived, timeoutMs, () => {
+      // Looked up now: at the primary, the address may have come (and links failed) since the wait began.
+      const client = this.#clients.get(peer);
+      const failure = this.#linkFailures.get(peer);
+      const message = client === undefined
+        ? `${what} within ${timeoutMs} ms`
+        : `${client.address} did not accept a link within ${timeoutMs} ms` +
+          (failure === undefined ? "" : ` (last: ${failure})`);
+      return new RpcError("DEADLINE_EXCEEDED", message);
+    }).finally(() => this.#arrivals.delete(peer));
   }
 
   /**
@@ -462,7 +484,7 @@ export class BranchNode {
       this.#unwritten.balances.push(output.entry.balance);
     }
     if (output.failure !== undefined) this.#unwritten.failures.push(output.failure);
-    if (this.#writeScheduled || !isPrimary(this.#state as BranchState)) return;
+    if (this.#writeScheduled || !isPrimary(this.#current())) return;
     this.#writeScheduled = true;
     setImmediate(() => this.#write());
   }
@@ -478,14 +500,30 @@ export class BranchNode {
     if (batch.entries.length > 0 || batch.failures.length > 0) {
       try {
         this.#storage.write(batch);
+        this.#written.entries += batch.entries.length;
+        this.#written.transactions++;
       } catch (error) {
-        this.#log(`cannot write to ${this.#options.dataDir}: ${(error as Error).message}`);
-        Deno.exit(1);
+        const message = `cannot write to ${this.#options.dataDir}: ${(error as Error).message}`;
+        (this.#options.onDiskFailure ?? exitWith)(message);
       }
     }
     this.#feed({ type: "synced" });
-    if (batch.entries.length === 0 || !isPrimary(this.#state as BranchState)) return;
-    for (const backup of this.#live) this.#sendEntries(backup, this.#link(backup), batch.entries);
+    if (batch.entries.length === 0 || !isPrimary(this.#current())) return;
+    for (const backup of this.#live) {
+      for (let from = 0; from < batch.entries.length; from += ENTRIES_PER_MESSAGE_MAX) {
+        this.#sendEntries(
+          backup,
+          this.#link(backup),
+          batch.entries.slice(from, from + ENTRIES_PER_MESSAGE_MAX),
+        );
+      }
+    }
+  }
+
+  /** The core's state, once configured. */
+  #current(): BranchState {
+    assert(this.#state !== undefined, `branch ${this.#options.id} is not configured`);
+    return this.#state;
   }
 
   #link(peer: number): Link {
@@ -526,7 +564,7 @@ export class BranchNode {
 
   /** At a backup: its link with the primary, or a refusal to feed back when there is none. */
   #primaryLink(): Link | Refusal {
-    const state = this.#state as BranchState;
+    const state = this.#current();
     const link = this.#links.get(state.primary);
     if (link !== undefined && !link.broken) return link;
     return {
@@ -559,6 +597,12 @@ export class BranchNode {
         this.#feed({ type: "decided", requestId, decision: undefined, refusal: refusal(error) }),
     );
   }
+}
+
+/** The default reaction to a failed disk: one line on stderr, and exit 1. */
+function exitWith(message: string): never {
+  console.error(`branch: ${message}`);
+  Deno.exit(1);
 }
 
 /** A new log's id: a random safe integer, so two banks' logs are told apart. */

@@ -10,10 +10,12 @@ import { UsageError } from "./cli_args.ts";
 import { InputError } from "./input.ts";
 import { RunFailure } from "./supervisor.ts";
 
-/** The run was interrupted by SIGINT. */
+/** The run was interrupted by SIGINT, or terminated by SIGTERM. */
 export class Interrupted extends Error {
-  constructor() {
-    super("interrupted: every process stopped, no output written");
+  constructor(readonly signal: "SIGINT" | "SIGTERM") {
+    super(
+      `${signal === "SIGINT" ? "interrupted" : "terminated"}: every process stopped, no output written`,
+    );
     this.name = "Interrupted";
   }
 }
@@ -39,7 +41,7 @@ export async function guarded(
     } else if (error instanceof Error && error.name !== "AssertionError") {
       console.error(`${name}: ${error.message}`);
     } else throw error; // A broken invariant is a bug: crash with its stack.
-    if (error instanceof Interrupted) return 130;
+    if (error instanceof Interrupted) return error.signal === "SIGINT" ? 130 : 143;
     return error instanceof InputError || error instanceof UsageError ? 2 : 1;
   } finally {
     if (options.control) Deno.removeSignalListener("SIGINT", ignore);

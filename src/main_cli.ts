@@ -33,7 +33,8 @@ received to the output file.
                        there (default: a fresh temporary directory, removed after the run)
   --verbose            print progress (processes started, their pids and addresses) on stderr
 
-Exit codes: 0 success, 1 a process failed while running, 2 bad input or usage, 130 interrupted.`;
+Exit codes: 0 success, 1 a process failed while running, 2 bad input or usage, 130 interrupted (SIGINT),
+143 terminated (SIGTERM).`;
 
 /**
  * Runs main's command line; returns the exit code. Errors are printed as one line, never a stack trace.
@@ -82,9 +83,14 @@ async function runMain(args: readonly string[]): Promise<number> {
   if (!FORMATS.includes(format)) {
     throw new UsageError(`--format: expected one of ${FORMATS.join(", ")}, got "${format}"`);
   }
+  if (values["data-dir"] === "") {
+    throw new UsageError("--data-dir: expected a directory, got an empty string");
+  }
   const supervisor = new Supervisor();
-  const interrupt = () => supervisor.fail(new Interrupted());
+  const interrupt = () => supervisor.fail(new Interrupted("SIGINT"));
+  const terminate = () => supervisor.fail(new Interrupted("SIGTERM"));
   Deno.addSignalListener("SIGINT", interrupt);
+  Deno.addSignalListener("SIGTERM", terminate);
   try {
     await runBank({
       inputPath: positionals[0] as string,
@@ -107,5 +113,6 @@ async function runMain(args: readonly string[]): Promise<number> {
     return 0;
   } finally {
     Deno.removeSignalListener("SIGINT", interrupt);
+    Deno.removeSignalListener("SIGTERM", terminate);
   }
 }

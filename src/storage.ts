@@ -11,17 +11,15 @@
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import type { Decided, Entry, Recovered } from "./branch_core.ts";
+import { applied, type Decided, type Entry, type Recovered } from "./branch_core.ts";
 
 /** The database file in a branch's data directory. */
 export const DATABASE_FILE = "bank.sqlite";
 
-/** The data directory holds another branch's data, or a log this branch cannot have written. */
-export class StorageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "StorageError";
-  }
+/** Whose database it is: the branch, and the balance it started with. */
+export interface StorageOwner {
+  readonly id: number;
+  readonly balance: number;
 }
 
 /** What a branch writes in one transaction. */
@@ -80,12 +78,16 @@ interface FailureRow {
 /** One branch's database, open. */
 export class Storage {
   readonly #db: DatabaseSync;
+  readonly #directory: string;
+  readonly #balance: number;
   readonly #appendEntry: StatementSync;
   readonly #addFailure: StatementSync;
   readonly #entriesFrom: StatementSync;
 
-  private constructor(db: DatabaseSync) {
+  private constructor(db: DatabaseSync, directory: string, balance: number) {
     this.#db = db;
+    this.#directory = directory;
+    this.#balance = balance;
     this.#appendEntry = db.prepare(
       "INSERT INTO log (position, view, kind, amount, key, commit_position, balance) VALUES (?, ?, ?, ?, ?, ?, ?)",
     );
@@ -98,13 +100,20 @@ export class Storage {
   }
 
   /**
-   * Opens (creating it if need be) the database in `directory` for branch `id`, which starts with
-   * `balance` units. Throws StorageError if the directory holds a different branch, or the same branch
-   * started with another balance: recovering from it would not be this bank's state.
+   * Opens (creating it if need be) the database in `directory` for `owner`. Throws an Error naming the
+   * directory if it cannot be opened, or holds a different branch, or the same branch started with another
+   * balance: recovering from it would not be this bank's state.
    */
-  static open(directory: string, id: number, balance: number): Storage {
-    Deno.mkdirSync(directory, { recursive: true });
-    const db = new DatabaseSync(`${directory}/${DATABASE_FILE}`);
+  static open(directory: string, owner: StorageOwner): Storage {
+    const { id, balance } = owner;
+    if (directory === "") throw new Error("the data directory must not be empty");
+    let db: DatabaseSync;
+    try {
+      Deno.mkdirSync(directory, { recursive: true });
+      db = new DatabaseSync(`${directory}/${DATABASE_FILE}`);
+    } catch (error) {
+      throw new Error(`cannot open the data directory ${directory}: ${(error as Error).message}`);
+    }
     try {
       // WAL: a transaction is one append to the log file; FULL: that append is fsynced before COMMIT
       // returns, so a reply sent after it survives a power loss, not only a killed process.
@@ -121,26 +130,37 @@ export class Storage {
       }
       db.exec("COMMIT");
       if (meta.size > 0 && meta.get("branch") !== id) {
-        throw new StorageError(`${directory} holds the data of branch ${meta.get("branch")}, not ${id}`);
+        throw new Error(`${directory} holds the data of branch ${meta.get("branch")}, not ${id}`);
       } else if (meta.size > 0 && meta.get("balance") !== balance) {
-        throw new StorageError(
+        throw new Error(
           `${directory} holds branch ${id} started with balance ${meta.get("balance")}, not ${balance}`,
         );
       }
-      return new Storage(db);
+      return new Storage(db, directory, balance);
     } catch (error) {
       db.close();
-      throw error;
+      const message = (error as Error).message;
+      throw message.startsWith(directory) ? error : new Error(`cannot use ${directory}: ${message}`);
     }
   }
 
-  /** Everything the branch had made durable, to start from (see {@linkcode Recovered}). */
+  /**
+   * Everything the branch had made durable, to start from (see {@linkcode Recovered}). Throws an Error
+   * naming the directory if the log has a gap or does not add up from the starting balance.
+   */
   recover(): Recovered {
     const rows = this.#db.prepare("SELECT * FROM log ORDER BY position").all() as unknown as LogRow[];
+    let balance = this.#balance;
     rows.forEach((row, index) => {
       if (row.position !== index + 1) {
-        throw new StorageError(`the log has position ${row.position} where ${index + 1} belongs`);
+        throw new Error(
+          `${this.#directory}: the log has position ${row.position} where ${index + 1} belongs`,
+        );
       }
+      if (applied(balance, { kind: row.kind, amount: row.amount }) !== row.balance) {
+        throw new Error(`${this.#directory}: the log does not add up at position ${row.position}`);
+      }
+      balance = row.balance;
     });
     const failures = this.#db.prepare("SELECT * FROM failure").all() as unknown as FailureRow[];
     return {

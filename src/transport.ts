@@ -194,6 +194,11 @@ function unary<Req, Res>(handler: (request: Req) => Promise<Res>): grpc.handleUn
 }
 
 const BRANCH_ID_HEADER = "bank-branch-id";
+/**
+ * How many messages one Bundle carries at most. A message carries at most 1,000 entries (src/branch_node.ts),
+ * about 70 kB with keys at their longest, so a bundle stays near 1 MB, under grpc-js's 4 MB limit.
+ */
+const BUNDLE_MESSAGES_MAX = 16;
 /** Request header of a link: the id of the opener's log (see Storage.logId); absent from older openers. */
 const LOG_ID_HEADER = "bank-log-id";
 /** Response header of an accepted link: the last log position on the accepting branch's disk. */
@@ -600,17 +605,22 @@ export class Link {
   #write(message: OutgoingLinkMessage): void {
     if (this.#bundling !== undefined) {
       this.#bundling.push(message);
+      // A full bundle goes at once, so that none comes near grpc-js's 4 MB message limit.
+      if (this.#bundling.length === BUNDLE_MESSAGES_MAX) this.#flush([]);
       return;
     }
     this.#bundling = [message];
-    setImmediate(() => {
-      const messages = this.#bundling ?? [];
-      this.#bundling = undefined;
-      if (this.#ended) return;
-      this.#call.write(
-        messages.length === 1 ? messages[0] as OutgoingLinkMessage : { seq: 0, bundle: { messages } },
-      );
-    });
+    setImmediate(() => this.#flush(undefined));
+  }
+
+  /** Writes what is bundled, as one message, and bundles into `next` from now on. */
+  #flush(next: OutgoingLinkMessage[] | undefined): void {
+    const messages = this.#bundling ?? [];
+    this.#bundling = next;
+    if (this.#ended || messages.length === 0) return;
+    this.#call.write(
+      messages.length === 1 ? messages[0] as OutgoingLinkMessage : { seq: 0, bundle: { messages } },
+    );
   }
 
   #settle(seq: number, answer: WireAnswer): void {

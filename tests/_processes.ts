@@ -42,12 +42,13 @@ export async function runEntry(
   entry: string,
   args: readonly string[],
   cwd: string = ROOT,
+  env: Record<string, string> = {},
 ): Promise<Finished> {
   const output = await new Deno.Command(Deno.execPath(), {
     args: denoArgs(entry, args),
     cwd,
     stdin: "null",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
   })
     .output();
   const decoder = new TextDecoder();
@@ -131,14 +132,14 @@ export class Running {
   readonly #lines: AsyncGenerator<string>;
   readonly #stdout: Promise<string>;
 
-  constructor(entry: string, args: readonly string[], cwd: string = ROOT) {
+  constructor(entry: string, args: readonly string[], cwd: string = ROOT, env: Record<string, string> = {}) {
     this.process = new Deno.Command(Deno.execPath(), {
       args: denoArgs(entry, args),
       cwd,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1" },
+      env: { NO_COLOR: "1", ...env },
     }).spawn();
     this.#lines = readLines(this.process.stderr);
     this.#stdout = new Response(this.process.stdout).text();

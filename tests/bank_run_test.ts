@@ -209,19 +209,68 @@ Deno.test("main.ts fails with exit 1 when a branch is killed mid-run, stops ever
   );
 });
 
-Deno.test("main.ts stops every process and exits 130 on SIGINT, writing nothing", async () => {
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  Deno.test(`main.ts stops every process and exits ${code} on ${signal}, writing nothing and removing its data`, async () => {
+    await using dir = await tempDir();
+    await using tmp = await tempDir();
+    await longInput(`${dir.path}/long.json`);
+    const main = new Running("main.ts", ["long.json", "--verbose"], dir.path, { TMPDIR: tmp.path });
+    const data = (await main.waitFor(/branch data in /))?.replace(/.*branch data in /, "");
+    assertOk(data?.startsWith(`${tmp.path}/bank-data-`), `data in ${data}`);
+    assertOk(await main.waitFor(/all 3 branches serving/), "the run started");
+    main.process.kill(signal);
+    const run = await main.finish();
+    assertEquals(run.code, code, run.stderr);
+    assertMatch(run.stderr, signal === "SIGINT" ? /bank: interrupted/ : /bank: terminated/);
+    assertAllStopped(run.stderr, 4);
+    assertEquals(
+      [...Deno.readDirSync(dir.path)].map((entry) => entry.name),
+      ["long.json"],
+      "no output written",
+    );
+    assertEquals([...Deno.readDirSync(tmp.path)], [], "the temporary data directory is removed");
+  });
+}
+
+// After the example, each branch holds 500; the second run goes on from there (hand-computed).
+const EXAMPLE_AGAIN = `[
+{"id": 1, "recv": [{"interface": "query", "balance": 500}]},
+{"id": 2, "recv": [{"interface": "deposit", "result": "success"}, {"interface": "query", "balance": 670}]},
+{"id": 3, "recv": [{"interface": "withdraw", "result": "success"}, {"interface": "query", "balance": 600}]}
+]
+`;
+
+Deno.test("main.ts --data-dir: a second run goes on from the first; another starting balance is refused", async () => {
   await using dir = await tempDir();
-  await longInput(`${dir.path}/long.json`);
-  const main = new Running("main.ts", ["long.json", "--verbose"], dir.path);
-  assertOk(await main.waitFor(/all 3 branches serving/), "the run started");
-  main.process.kill("SIGINT");
-  const run = await main.finish();
-  assertEquals(run.code, 130, run.stderr);
-  assertMatch(run.stderr, /bank: interrupted/);
-  assertAllStopped(run.stderr, 4);
+  const args = [`${ROOT}/Input.json`, "--data-dir", "data"];
+  assertEquals((await runEntry("main.ts", args, dir.path)).code, 0);
   assertEquals(
-    [...Deno.readDirSync(dir.path)].map((entry) => entry.name),
-    ["long.json"],
-    "no output written",
+    [...Deno.readDirSync(`${dir.path}/data`)].map((entry) => entry.name).sort(),
+    ["branch-1", "branch-2", "branch-3"],
   );
+  const again = await runEntry("main.ts", args, dir.path);
+  assertEquals(again.code, 0, again.stderr);
+  assertEquals(await Deno.readTextFile(`${dir.path}/output.txt`), EXAMPLE_AGAIN);
+  const other = (await Deno.readTextFile(`${ROOT}/Input.json`)).replaceAll(
+    '"balance": 400',
+    '"balance": 300',
+  );
+  await Deno.writeTextFile(`${dir.path}/other.json`, other);
+  const refused = await runEntry(
+    "main.ts",
+    ["other.json", "--data-dir", "data", "--output", "other.txt"],
+    dir.path,
+  );
+  assertEquals(refused.code, 1, refused.stderr);
+  assertMatch(refused.stderr, /data\/branch-\d holds branch \d started with balance 400, not 300/);
+  assertOk(!(await Deno.stat(`${dir.path}/other.txt`).then(() => true, () => false)), "no output written");
+});
+
+Deno.test("main.ts removes the temporary data directory it made after a successful run", async () => {
+  await using dir = await tempDir();
+  await using tmp = await tempDir();
+  const run = await runEntry("main.ts", [`${ROOT}/Input.json`, "--verbose"], dir.path, { TMPDIR: tmp.path });
+  assertEquals(run.code, 0, run.stderr);
+  assertMatch(run.stderr, new RegExp(`branch data in ${tmp.path}/bank-data-`));
+  assertEquals([...Deno.readDirSync(tmp.path)], []);
 });

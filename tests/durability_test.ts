@@ -14,6 +14,7 @@ import { checkHistory } from "../src/checker.ts";
 import { connectAll, finalStates, runCustomers, type TimedResult } from "../src/customer_run.ts";
 import { historyOf } from "../src/history.ts";
 import type { CustomerEntry, Scenario } from "../src/input.ts";
+import { Storage } from "../src/storage.ts";
 import { BranchClient, type RpcError } from "../src/transport.ts";
 
 const BALANCE = 1_000;
@@ -190,3 +191,73 @@ async function retrying<T>(call: () => Promise<T>): Promise<T> {
     }
   }
 }
+
+Deno.test("updates that arrive together are written together: fewer transactions than entries", async () => {
+  await using dir = await tempDir();
+  await using bank = new Bank(dir.path);
+  await Promise.all([1, 2, 3].map((id) => bank.start(id)));
+  const client = new BranchClient(bank.address(1));
+  try {
+    await client.waitUntilServing(DEADLINE_MS);
+    const deposit = { id: 0, interface: "deposit", money: 1, amount: 1, customer_id: 7 };
+    const replies = await Promise.all(
+      Array.from(
+        { length: 50 },
+        (_, index) => client.deliver({ ...deposit, request_id: index + 1 }, DEADLINE_MS),
+      ),
+    );
+    assertEquals(Math.max(...replies.map(({ position }) => position)), 50);
+  } finally {
+    client.close();
+  }
+  const primary = await (bank.branches.get(1) as StartedBranch).stop();
+  const written = primary.stderr.match(/wrote (\d+) entries in (\d+) transactions/);
+  assertOk(written !== null, primary.stderr);
+  assertEquals(Number(written[1]), 50);
+  assertOk(Number(written[2]) < 50, written[0]);
+});
+
+Deno.test("a backup far behind is caught up in messages of bounded size", async () => {
+  await using dir = await tempDir();
+  // The primary's log as a long run would have left it: more entries than one 4 MB message could carry.
+  const entries = 120_000;
+  const log = Storage.open(`${dir.path}/branch-1`, { id: 1, balance: BALANCE });
+  try {
+    for (let from = 1; from <= entries; from += 1_000) {
+      const batch = Array.from({ length: 1_000 }, (_, index) => from + index);
+      log.write({
+        entries: batch.map((position) => ({
+          view: 0,
+          position,
+          update: { kind: "deposit", amount: 1 },
+          key: `1234567/${position}`,
+          commit: position - 1,
+        })),
+        balances: batch.map((position) => BALANCE + position),
+        failures: [],
+      });
+    }
+  } finally {
+    log.close();
+  }
+  await using bank = new Bank(dir.path);
+  await Promise.all([1, 2, 3].map((id) => bank.start(id)));
+  const client = new BranchClient(bank.address(3));
+  try {
+    await client.waitUntilServing(30_000);
+    const query = {
+      id: 0,
+      interface: "query",
+      money: 0,
+      amount: 0,
+      customer_id: 0,
+      request_id: 0,
+      after: entries,
+    };
+    // While it catches up its link may break and be opened again (a batch's answer can come late): the
+    // query is retried, as any client retries UNAVAILABLE.
+    assertEquals((await retrying(() => client.deliver(query, 30_000))).balance, BALANCE + entries);
+  } finally {
+    client.close();
+  }
+});

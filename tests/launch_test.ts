@@ -28,6 +28,18 @@ Deno.test("childCommand() under deno run: the role's entry file with only the pe
   );
 });
 
+Deno.test("childCommand() lets a branch write its own data directory and nothing else", () => {
+  const write = "/var/bank/run/branch-2";
+  const command = childCommand("branch", ["--id", "2"], { context: RUN, net: ["127.0.0.1"], write });
+  const allows = command.args.filter((arg) => arg.startsWith("--allow-"));
+  assertEquals(allows, [
+    "--allow-net=127.0.0.1",
+    "--allow-read=/srv/bank/proto,/var/bank/run/branch-2",
+    "--allow-write=/var/bank/run/branch-2",
+    `--allow-env=${GRPC_ENV.join(",")}`,
+  ]);
+});
+
 Deno.test("childCommand() limits a customer to the branch ports it is given", () => {
   const net = ["127.0.0.1:50001", "127.0.0.1:50002"];
   const command = childCommand("customer", ["--plan-stdin"], { context: RUN, net });

@@ -8,7 +8,7 @@
 
 import { assertEquals, assertMatch, assertThrows } from "./_assert.ts";
 import type { Entry } from "../src/branch_core.ts";
-import { Storage, StorageError } from "../src/storage.ts";
+import { Storage } from "../src/storage.ts";
 
 const deposit = (position: number, amount: number, commit: number, key?: string): Entry => ({
   view: 0,
@@ -29,7 +29,7 @@ async function withDirectory(test: (directory: string) => void | Promise<void>):
 
 Deno.test("a reopened database recovers every entry and failure written, in position order", () =>
   withDirectory((directory) => {
-    const first = Storage.open(directory, 2, 100);
+    const first = Storage.open(directory, { id: 2, balance: 100 });
     first.write({
       entries: [deposit(1, 10, 0, "7/1"), deposit(2, 5, 1)],
       balances: [110, 115],
@@ -48,7 +48,7 @@ Deno.test("a reopened database recovers every entry and failure written, in posi
       failures: [{ key: "7/2", decided: failure }],
     });
     first.close();
-    const again = Storage.open(directory, 2, 100);
+    const again = Storage.open(directory, { id: 2, balance: 100 });
     try {
       assertEquals(again.recover(), {
         entries: [
@@ -68,7 +68,7 @@ Deno.test("a reopened database recovers every entry and failure written, in posi
 
 Deno.test("a batch that cannot be written whole leaves nothing of itself behind", () =>
   withDirectory((directory) => {
-    const storage = Storage.open(directory, 1, 0);
+    const storage = Storage.open(directory, { id: 1, balance: 0 });
     try {
       storage.write({ entries: [deposit(1, 10, 0)], balances: [10], failures: [] });
       // Position 1 again, after a good entry: the whole transaction is rolled back.
@@ -87,24 +87,54 @@ Deno.test("a batch that cannot be written whole leaves nothing of itself behind"
 
 Deno.test("a data directory of another branch, or of this one with another starting balance, is refused", () =>
   withDirectory((directory) => {
-    Storage.open(directory, 3, 400).close();
+    Storage.open(directory, { id: 3, balance: 400 }).close();
     assertMatch(
-      assertThrows(() => Storage.open(directory, 4, 400), StorageError).message,
+      assertThrows(() => Storage.open(directory, { id: 4, balance: 400 }), Error).message,
       /holds the data of branch 3, not 4/,
     );
     assertMatch(
-      assertThrows(() => Storage.open(directory, 3, 500), StorageError).message,
+      assertThrows(() => Storage.open(directory, { id: 3, balance: 500 }), Error).message,
       /holds branch 3 started with balance 400, not 500/,
     );
-    Storage.open(directory, 3, 400).close();
+    Storage.open(directory, { id: 3, balance: 400 }).close();
   }));
 
 Deno.test("the database is in WAL mode with full sync", () =>
   withDirectory((directory) => {
-    const storage = Storage.open(directory, 1, 0);
+    const storage = Storage.open(directory, { id: 1, balance: 0 });
     try {
       assertEquals(storage.durability(), { journal: "wal", synchronous: 2 });
     } finally {
       storage.close();
     }
+  }));
+
+Deno.test("a log that does not add up from the starting balance is refused, naming the directory", () =>
+  withDirectory((directory) => {
+    const storage = Storage.open(directory, { id: 1, balance: 0 });
+    try {
+      storage.write({ entries: [deposit(1, 10, 0)], balances: [11], failures: [] });
+      assertMatch(
+        assertThrows(() => storage.recover(), Error).message,
+        new RegExp(`^${directory}: the log does not add up at position 1$`),
+      );
+    } finally {
+      storage.close();
+    }
+  }));
+
+Deno.test("an empty data directory name, or a file that is not a database, is refused with one line", () =>
+  withDirectory(async (directory) => {
+    assertMatch(
+      assertThrows(() => Storage.open("", { id: 1, balance: 0 }), Error).message,
+      /must not be empty/,
+    );
+    await Deno.writeTextFile(
+      `${directory}/bank.sqlite`,
+      "not a database, but long enough to be read as one.",
+    );
+    assertMatch(
+      assertThrows(() => Storage.open(directory, { id: 1, balance: 0 }), Error).message,
+      new RegExp(`^cannot use ${directory}: file is not a database`),
+    );
   }));
