@@ -347,17 +347,22 @@ export function primaryOf(ids: readonly number[]): number {
   return Math.min(...ids);
 }
 
+/** Where a branch stands among the others, and what it found on its disk. */
+export interface StateOptions {
+  /** Every other branch's id. */
+  readonly peers: readonly number[];
+  /** How it answers queries; default "commit". */
+  readonly reads?: ReadMode;
+  /** Its log as it last wrote it; default none. */
+  readonly recovered?: Recovered;
+}
+
 /**
- * Branch `id`, which started with `balance` units, with the given peers (every other branch), as it was
- * when it last wrote to its disk (`recovered`), or before any update.
+ * Branch `id`, which started with `balance` units, as it was when it last wrote to its disk
+ * (`options.recovered`), or before any update.
  */
-export function initialState(
-  id: number,
-  balance: number,
-  peers: readonly number[],
-  reads: ReadMode = "commit",
-  recovered: Recovered = { entries: [], failures: [] },
-): BranchState {
+export function initialState(id: number, balance: number, options: StateOptions): BranchState {
+  const { peers, reads = "commit", recovered = { entries: [], failures: [] } } = options;
   assert(
     Number.isSafeInteger(balance) && balance >= 0,
     `balance ${balance} is not a safe non-negative integer`,

@@ -168,7 +168,7 @@ export class BranchNode {
     assert(this.#layout === undefined, `branch ${self} configured twice`);
     assert(this.#server !== undefined, "branch server not started");
     const { balance, reads } = this.#options;
-    const state = initialState(self, balance, peers, reads, this.#storage.recover());
+    const state = initialState(self, balance, { peers, reads, recovered: this.#storage.recover() });
     this.#layout = state;
     for (const [peer, link] of this.#links) {
       // Opened before this branch knew its place: by a branch that may not be its primary, or of a log

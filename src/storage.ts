@@ -115,9 +115,11 @@ export class Storage {
       throw new Error(`cannot open the data directory ${directory}: ${(error as Error).message}`);
     }
     try {
-      // WAL: a transaction is one append to the log file; FULL: that append is fsynced before COMMIT
-      // returns, so a reply sent after it survives a power loss, not only a killed process.
-      db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;");
+      // EXCLUSIVE: this process holds the database from its first transaction until it closes it, so two
+      // branches can never share a directory. WAL: a transaction is one append to the log file; FULL: that
+      // append is fsynced before COMMIT returns, so a reply sent after it survives a power loss, not only a
+      // killed process.
+      db.exec("PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;");
       // One transaction (one fsync) creates the tables and says whose they are.
       db.exec("BEGIN IMMEDIATE");
       db.exec(SCHEMA);
@@ -140,7 +142,9 @@ export class Storage {
     } catch (error) {
       db.close();
       const message = (error as Error).message;
-      throw message.startsWith(directory) ? error : new Error(`cannot use ${directory}: ${message}`);
+      if (message.startsWith(directory)) throw error;
+      const why = message === "database is locked" ? "another branch process is using it" : message;
+      throw new Error(`cannot use ${directory}: ${why}`);
     }
   }
 

@@ -68,10 +68,10 @@ const kinds = (outbox: readonly BranchOutput[]) =>
   outbox.map((output) => output.type === "refuse" ? output.refusal.code : output.type);
 
 Deno.test("initialState() makes the lowest id the primary, with every other branch its backup", () => {
-  const primary = initialState(2, 400, [5, 3]);
+  const primary = initialState(2, 400, { peers: [5, 3] });
   assertEquals([primary.primary, primary.backups], [2, [5, 3]]);
   assertOk(isPrimary(primary));
-  const backup = initialState(5, 400, [2, 3]);
+  const backup = initialState(5, 400, { peers: [2, 3] });
   assertEquals([backup.primary, backup.backups], [2, []]);
   assertOk(!isPrimary(backup));
 });
@@ -86,21 +86,21 @@ const reply = (
 
 Deno.test("with local reads, a branch answers from its replica once it has applied what the client saw", () => {
   // The deposit is applied at both, and committed at neither: a read at the commit would answer 400.
-  const primary = run(initialState(1, 400, [2], "local"), [deposit(1, 10), query(7, 1)]);
+  const primary = run(initialState(1, 400, { peers: [2], reads: "local" }), [deposit(1, 10), query(7, 1)]);
   assertEquals(primary.outbox.at(-1), reply(7, "query", 410, 1));
-  const waiting = run(initialState(2, 400, [1], "local"), [query(7, 1)]);
+  const waiting = run(initialState(2, 400, { peers: [1], reads: "local" }), [query(7, 1)]);
   assertEquals(waiting.outbox, [], "position 1 has not arrived yet");
   const backup = run(waiting.state, [entry(1, 1, { kind: "deposit", amount: 10 })]);
   assertEquals(backup.outbox.at(-1), reply(7, "query", 410, 1));
 });
 
 Deno.test("the primary answers a query at its commit position, not at an update still replicating", () => {
-  const { outbox } = run(initialState(1, 400, [2]), [deposit(1, 10), query(7)]);
+  const { outbox } = run(initialState(1, 400, { peers: [2] }), [deposit(1, 10), query(7)]);
   assertEquals(outbox.at(-1), reply(7, "query", 400, 0));
 });
 
 Deno.test("a backup answers a query at the primary's commit position, with its own balance there", () => {
-  const backup = run(initialState(2, 400, [1]), [
+  const backup = run(initialState(2, 400, { peers: [1] }), [
     entry(1, 1, { kind: "deposit", amount: 10 }),
     entry(2, 2, { kind: "deposit", amount: 5 }),
     query(7),
@@ -117,7 +117,7 @@ Deno.test("a backup answers a query at the primary's commit position, with its o
 });
 
 Deno.test("a backup behind the primary's commit position answers once it gets there; a failed read index is refused", () => {
-  const asked = run(initialState(2, 400, [1]), [query(7), query(8)]);
+  const asked = run(initialState(2, 400, { peers: [1] }), [query(7), query(8)]);
   const held = run(asked.state, [
     { type: "indexed", requestId: 7, commit: 1, refusal: undefined },
     { type: "indexed", requestId: 8, commit: undefined, refusal: { code: "UNAVAILABLE", message: "gone" } },
@@ -128,16 +128,19 @@ Deno.test("a backup behind the primary's commit position answers once it gets th
 });
 
 Deno.test("the primary answers a read index with its commit position; a backup refuses one", () => {
-  assertEquals(run(initialState(1, 400, [2]), [{ type: "readIndex", requestId: 3 }]).outbox, [
+  assertEquals(run(initialState(1, 400, { peers: [2] }), [{ type: "readIndex", requestId: 3 }]).outbox, [
     { type: "index", requestId: 3, commit: 0 },
   ]);
-  assertEquals(kinds(run(initialState(2, 400, [1]), [{ type: "readIndex", requestId: 3 }]).outbox), [
-    "INVALID_ARGUMENT",
-  ]);
+  assertEquals(
+    kinds(run(initialState(2, 400, { peers: [1] }), [{ type: "readIndex", requestId: 3 }]).outbox),
+    [
+      "INVALID_ARGUMENT",
+    ],
+  );
 });
 
 Deno.test("the primary persists a deposit and replies once it is on a majority of the disks, its own included", () => {
-  const first = run(initialState(1, 400, [2, 3]), [deposit(1, 170)]);
+  const first = run(initialState(1, 400, { peers: [2, 3] }), [deposit(1, 170)]);
   assertEquals([first.state.balance, first.state.position], [570, 1]);
   const written: Entry = {
     view: 0,
@@ -155,7 +158,12 @@ Deno.test("the primary persists a deposit and replies once it is on a majority o
 });
 
 Deno.test("the primary commits in position order, each position once a majority holds it", () => {
-  const both = run(initialState(1, 400, [2, 3]), [deposit(1, 10), deposit(2, 20), synced, replicated(1, 2)]);
+  const both = run(initialState(1, 400, { peers: [2, 3] }), [
+    deposit(1, 10),
+    deposit(2, 20),
+    synced,
+    replicated(1, 2),
+  ]);
   assertEquals(both.outbox.filter((output) => output.type === "reply").map((output) => output.requestId), [
     1,
   ]);
@@ -165,7 +173,7 @@ Deno.test("the primary commits in position order, each position once a majority 
 });
 
 Deno.test("the primary goes on while a minority of its backups is away, and never with less than a majority", () => {
-  const five = initialState(1, 400, [2, 3, 4, 5]);
+  const five = initialState(1, 400, { peers: [2, 3, 4, 5] });
   const two = run(five, [deposit(1, 10), synced, replicated(1, 2)]);
   assertEquals(kinds(two.outbox), ["persist"], "two disks of five");
   const three = run(two.state, [replicated(1, 4)]);
@@ -179,7 +187,7 @@ Deno.test("the primary goes on while a minority of its backups is away, and neve
 });
 
 Deno.test("a failed withdrawal is answered only once what it was decided after is committed", () => {
-  const held = run(initialState(1, 100, [2]), [deposit(1, 10), withdraw(2, 500)]);
+  const held = run(initialState(1, 100, { peers: [2] }), [deposit(1, 10), withdraw(2, 500)]);
   assertEquals(kinds(held.outbox), ["persist"]);
   const { outbox } = run(held.state, [synced, replicated(1, 2)]);
   assertEquals(outbox.at(-1), {
@@ -193,7 +201,7 @@ Deno.test("a failed withdrawal is answered only once what it was decided after i
 });
 
 Deno.test("the primary fails a withdrawal larger than its balance: nothing changes, is written or replicated", () => {
-  const { state, outbox } = run(initialState(1, 100, [2, 3]), [withdraw(1, 101)]);
+  const { state, outbox } = run(initialState(1, 100, { peers: [2, 3] }), [withdraw(1, 101)]);
   assertEquals([state.balance, state.position], [100, 0]);
   assertEquals(outbox, [{
     type: "reply",
@@ -206,12 +214,14 @@ Deno.test("the primary fails a withdrawal larger than its balance: nothing chang
 });
 
 Deno.test("the primary allows a withdrawal of the whole balance", () => {
-  const { state } = run(initialState(1, 100, []), [withdraw(1, 100)]);
+  const { state } = run(initialState(1, 100, { peers: [] }), [withdraw(1, 100)]);
   assertEquals(state.balance, 0);
 });
 
 Deno.test("the primary fails a deposit that would take the balance past Number.MAX_SAFE_INTEGER", () => {
-  const { state, outbox } = run(initialState(1, Number.MAX_SAFE_INTEGER - 1, [2]), [deposit(1, 2)]);
+  const { state, outbox } = run(initialState(1, Number.MAX_SAFE_INTEGER - 1, { peers: [2] }), [
+    deposit(1, 2),
+  ]);
   assertEquals(state.balance, Number.MAX_SAFE_INTEGER - 1);
   assertEquals(outbox, [{
     type: "reply",
@@ -224,13 +234,13 @@ Deno.test("the primary fails a deposit that would take the balance past Number.M
 });
 
 Deno.test("a branch with no peers is its own primary and replies once the update is on its disk", () => {
-  const written = run(initialState(1, 0, []), [deposit(1, 5)]);
+  const written = run(initialState(1, 0, { peers: [] }), [deposit(1, 5)]);
   assertEquals(kinds(written.outbox), ["persist"]);
   assertEquals(run(written.state, [synced]).outbox, [reply(1, "deposit", 5, 1)]);
 });
 
 Deno.test("the primary decides a forwarded update like its own and answers the backup that forwarded it", () => {
-  const first = run(initialState(1, 50, [2, 3]), [
+  const first = run(initialState(1, 50, { peers: [2, 3] }), [
     { type: "forward", requestId: 4, from: 3, update: { kind: "withdraw", amount: 60 } },
     { type: "forward", requestId: 5, from: 3, update: { kind: "withdraw", amount: 20 } },
   ]);
@@ -248,7 +258,7 @@ Deno.test("the primary decides a forwarded update like its own and answers the b
 });
 
 Deno.test("a backup forwards an update to the primary and replies with the primary's decision", () => {
-  const first = run(initialState(2, 400, [1, 3]), [deposit(8, 170)]);
+  const first = run(initialState(2, 400, { peers: [1, 3] }), [deposit(8, 170)]);
   assertEquals(first.outbox, [{
     type: "forward",
     requestId: 8,
@@ -266,7 +276,7 @@ Deno.test("a backup forwards an update to the primary and replies with the prima
 });
 
 Deno.test("a backup refuses its customer's request with the status of a failed forward", () => {
-  const { outbox } = run(initialState(2, 400, [1]), [deposit(8, 5), {
+  const { outbox } = run(initialState(2, 400, { peers: [1] }), [deposit(8, 5), {
     type: "decided",
     requestId: 8,
     decision: undefined,
@@ -287,7 +297,7 @@ Deno.test("a backup applies entries in position order, persists each, and then a
     key: "3/4",
     commit: 0,
   };
-  const { state, outbox } = run(initialState(2, 400, [1, 3]), [
+  const { state, outbox } = run(initialState(2, 400, { peers: [1, 3] }), [
     { type: "entry", requestId: 9, entry: withdrawal },
     entry(10, 2, { kind: "deposit", amount: 5 }),
   ]);
@@ -307,7 +317,7 @@ Deno.test("a backup applies entries in position order, persists each, and then a
 });
 
 Deno.test("a backup refuses an entry out of order, of another view, or that would take it below zero", () => {
-  const backup = initialState(2, 10, [1]);
+  const backup = initialState(2, 10, { peers: [1] });
   const deposit5: Update = { kind: "deposit", amount: 5 };
   for (
     const input of [
@@ -323,11 +333,11 @@ Deno.test("a backup refuses an entry out of order, of another view, or that woul
 });
 
 Deno.test("a branch refuses a message meant for the other role", () => {
-  const asBackup = run(initialState(2, 10, [1]), [
+  const asBackup = run(initialState(2, 10, { peers: [1] }), [
     { type: "forward", requestId: 1, from: 1, update: { kind: "deposit", amount: 5 } },
   ]);
   assertEquals(kinds(asBackup.outbox), ["INVALID_ARGUMENT"]);
-  const asPrimary = run(initialState(1, 10, [2]), [entry(1, 1, { kind: "deposit", amount: 5 })]);
+  const asPrimary = run(initialState(1, 10, { peers: [2] }), [entry(1, 1, { kind: "deposit", amount: 5 })]);
   assertEquals(kinds(asPrimary.outbox), ["INVALID_ARGUMENT"]);
   assertEquals(asPrimary.state.balance, 10);
 });
@@ -346,7 +356,7 @@ const keyed = (
 });
 
 Deno.test("the primary applies a retried update once, and answers the retry as the first request", () => {
-  const first = run(initialState(1, 100, [2]), [
+  const first = run(initialState(1, 100, { peers: [2] }), [
     keyed(1, "deposit", 10, "7/1"),
     keyed(2, "deposit", 10, "7/1"),
   ]);
@@ -366,7 +376,7 @@ Deno.test("the primary applies a retried update once, and answers the retry as t
 });
 
 Deno.test("a keyed withdrawal that failed is written down before it is answered, and a retry fails again", () => {
-  const failed = run(initialState(1, 100, []), [keyed(1, "withdraw", 150, "7/1")]);
+  const failed = run(initialState(1, 100, { peers: [] }), [keyed(1, "withdraw", 150, "7/1")]);
   assertEquals(failed.outbox, [{
     type: "persist",
     failure: {
@@ -393,7 +403,7 @@ Deno.test("a keyed withdrawal that failed is written down before it is answered,
 });
 
 Deno.test("the primary refuses a request id reused for a different update", () => {
-  const { outbox } = run(initialState(1, 100, []), [
+  const { outbox } = run(initialState(1, 100, { peers: [] }), [
     keyed(1, "deposit", 10, "7/1"),
     keyed(2, "deposit", 11, "7/1"),
   ]);
@@ -422,11 +432,11 @@ const recovered = {
 } as const;
 
 Deno.test("initialState() recovers a log: balance, position, commit, and every keyed decision", () => {
-  const state = initialState(2, 100, [1], "commit", recovered);
+  const state = initialState(2, 100, { peers: [1], reads: "commit", recovered: recovered });
   const balances = [0, 1, 2].map((at) => state.balances.at(at));
   assertEquals([state.balance, state.position, state.commit, balances], [130, 2, 1, [100, 110, 130]]);
   // At the primary, a retry of a request decided before the restart gets its first answer.
-  const primary = run(initialState(1, 100, [2], "commit", recovered), [
+  const primary = run(initialState(1, 100, { peers: [2], reads: "commit", recovered: recovered }), [
     keyed(1, "deposit", 10, "7/1"),
     keyed(2, "withdraw", 500, "7/2"),
     replicated(2, 2),
@@ -438,7 +448,7 @@ Deno.test("initialState() recovers a log: balance, position, commit, and every k
 
 Deno.test("a restarted primary answers no read until a majority holds all it recovered", () => {
   // Position 2 may have been committed and answered before the restart, though the log says commit 1.
-  const restarted = initialState(1, 100, [2, 3], "commit", recovered);
+  const restarted = initialState(1, 100, { peers: [2, 3], reads: "commit", recovered: recovered });
   const held = run(restarted, [query(7), { type: "readIndex", requestId: 8 }]);
   assertEquals(held.outbox, []);
   const { outbox } = run(held.state, [replicated(2, 3)]);
@@ -447,7 +457,10 @@ Deno.test("a restarted primary answers no read until a majority holds all it rec
 
 Deno.test("initialState() refuses a log that does not add up", () => {
   const broken = { ...recovered, entries: [{ ...recovered.entries[0], balance: 111 }] };
-  const error = assertThrows(() => initialState(2, 100, [1], "commit", broken), Error);
+  const error = assertThrows(
+    () => initialState(2, 100, { peers: [1], reads: "commit", recovered: broken }),
+    Error,
+  );
   assertMatch(error.message, /the log disagrees with itself at 1/);
 });
 
@@ -473,7 +486,7 @@ class Network {
   constructor(seed: number, ids: readonly number[], balance: number, reads: ReadMode = "commit") {
     this.#random = new Random(seed);
     this.states = new Map(
-      ids.map((id) => [id, initialState(id, balance, ids.filter((peer) => peer !== id), reads)]),
+      ids.map((id) => [id, initialState(id, balance, { peers: ids.filter((peer) => peer !== id), reads })]),
     );
   }
 

@@ -138,3 +138,17 @@ Deno.test("an empty data directory name, or a file that is not a database, is re
       new RegExp(`^cannot use ${directory}: file is not a database`),
     );
   }));
+
+Deno.test("a data directory in use is refused: two branches never share one", () =>
+  withDirectory((directory) => {
+    const first = Storage.open(directory, { id: 1, balance: 0 });
+    try {
+      assertMatch(
+        assertThrows(() => Storage.open(directory, { id: 1, balance: 0 }), Error).message,
+        new RegExp(`^cannot use ${directory}: another branch process is using it$`),
+      );
+    } finally {
+      first.close();
+    }
+    Storage.open(directory, { id: 1, balance: 0 }).close();
+  }));
