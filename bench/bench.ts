@@ -172,7 +172,11 @@ async function throughputMet(seconds: number, dir: string): Promise<boolean> {
     try {
       return await load(servers.map((server) => server.address), concurrency, seconds);
     } finally {
-      await Promise.all(servers.map((server) => server.stop()));
+      // The first (the primary, for the bank) first: backups stopping under it would be logged as links
+      // breaking.
+      const [first, ...rest] = servers;
+      await first?.stop();
+      await Promise.all(rest.map((server) => server.stop()));
     }
   };
   const echo = await measure(
