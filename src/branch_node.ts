@@ -34,6 +34,7 @@ import {
   RpcError,
   serveBranch,
   type WireEntry,
+  type WireStatus,
 } from "./transport.ts";
 
 /** How a branch is started. */
@@ -142,6 +143,7 @@ export class BranchNode {
           });
         },
         linked: (peer, link) => node.#linked(peer, link),
+        status: () => Promise.resolve(node.#status()),
       });
     } catch (error) {
       node.#storage.close();
@@ -518,6 +520,31 @@ export class BranchNode {
         );
       }
     }
+  }
+
+  /** Where this branch stands, for Branch.status. */
+  #status(): WireStatus {
+    const state = this.#state;
+    const { id, balance } = this.#options;
+    if (state === undefined) {
+      const base = { view: 0, position: 0, commit: 0, synced: 0, balance, serving: false, backups: [] };
+      return { id, role: "starting", ...base };
+    }
+    return {
+      id,
+      role: isPrimary(state) ? "primary" : "backup",
+      view: state.view,
+      position: state.position,
+      commit: state.commit,
+      synced: state.synced,
+      balance: state.balance,
+      serving: this.#serving,
+      backups: state.backups.map((backup) => ({
+        id: backup,
+        live: this.#live.has(backup),
+        matched: state.matched.get(backup) ?? 0,
+      })),
+    };
   }
 
   /** The core's state, once configured. */

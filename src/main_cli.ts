@@ -15,6 +15,7 @@ import { Supervisor } from "./supervisor.ts";
 /** What `main --help` prints. */
 export const MAIN_USAGE = `Usage: main.ts [run] INPUT [options]
        main.ts check HISTORY
+       main.ts status HOST:PORT ...
        main.ts branch --help | customer --help
 
 Runs the replicated bank on INPUT (a JSON array of branches and customers) and writes what each customer
@@ -50,6 +51,11 @@ export async function main(args: readonly string[]): Promise<number> {
   }
   if (command === "check") {
     return await guarded("check", async () => (await import("./check_cli.ts")).runCheck(rest), {
+      control: false,
+    });
+  }
+  if (command === "status") {
+    return await guarded("status", async () => (await import("./status_cli.ts")).runStatus(rest), {
       control: false,
     });
   }

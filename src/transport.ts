@@ -34,6 +34,19 @@ export interface WireResponse {
   readonly position: number;
 }
 
+/** `BranchStatus` of proto/bank.proto as grpc-js decodes it. */
+export interface WireStatus {
+  readonly id: number;
+  readonly role: "primary" | "backup" | "starting";
+  readonly view: number;
+  readonly position: number;
+  readonly commit: number;
+  readonly synced: number;
+  readonly balance: number;
+  readonly serving: boolean;
+  readonly backups: readonly { readonly id: number; readonly live: boolean; readonly matched: number }[];
+}
+
 /** `Entry` of proto/bank.proto as grpc-js decodes it. */
 export interface WireEntry {
   readonly view: number;
@@ -129,6 +142,8 @@ function loadServices() {
 /** The methods of the Branch service, each answering with a promise; a rejection with RpcError sets the status. */
 export interface BranchHandlers {
   deliver(request: WireRequest): Promise<WireResponse>;
+  /** Where the branch stands (Branch.status); without it the rpc answers UNIMPLEMENTED. */
+  status?(): Promise<WireStatus>;
   /**
    * A peer (named by its `bank-branch-id` header) opened a link; returns an RpcError to refuse it. The
    * handler keeps the link, answers its requests through {@linkcode Link.serve}, and sends its response
@@ -159,6 +174,7 @@ export async function serveBranch(address: string, handlers: BranchHandlers): Pr
   const server = new grpc.Server();
   server.addService(branch, {
     deliver: unary(handlers.deliver),
+    ...(handlers.status === undefined ? {} : { status: unary(handlers.status) }),
     link: linkHandler(handlers.linked),
   });
   const healthStatus = new HealthStatus();
@@ -295,6 +311,11 @@ export class BranchClient {
   /** Calls Branch.deliver; rejects with RpcError. */
   deliver(request: WireRequest, deadlineMs: number): Promise<WireResponse> {
     return this.#unary("deliver", request, deadlineMs);
+  }
+
+  /** Calls Branch.status; rejects with RpcError. */
+  status(deadlineMs: number): Promise<WireStatus> {
+    return this.#unary("status", {}, deadlineMs);
   }
 
   /** Opens a Branch.link stream to this branch, naming this end `self` (a branch id) and its log. */

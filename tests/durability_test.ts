@@ -7,8 +7,8 @@
  * @module
  */
 
-import { assertEquals, assertOk } from "./_assert.ts";
-import { freePorts, startBranch, type StartedBranch, tempDir } from "./_processes.ts";
+import { assertEquals, assertMatch, assertOk } from "./_assert.ts";
+import { freePorts, runEntry, startBranch, type StartedBranch, tempDir } from "./_processes.ts";
 import { Random } from "./_random.ts";
 import { checkHistory } from "../src/checker.ts";
 import { connectAll, finalStates, runCustomers, type TimedResult } from "../src/customer_run.ts";
@@ -215,6 +215,42 @@ Deno.test("updates that arrive together are written together: fewer transactions
   assertOk(written !== null, primary.stderr);
   assertEquals(Number(written[1]), 50);
   assertOk(Number(written[2]) < 50, written[0]);
+});
+
+Deno.test("main.ts status shows each branch's role and positions, and a backup that is down", async () => {
+  await using dir = await tempDir();
+  await using bank = new Bank(dir.path);
+  await Promise.all([1, 2, 3].map((id) => bank.start(id)));
+  const addresses = [1, 2, 3].map((id) => bank.address(id));
+  const client = new BranchClient(bank.address(1));
+  try {
+    await client.waitUntilServing(DEADLINE_MS);
+    const deposit = { id: 0, interface: "deposit", money: 5, amount: 5, customer_id: 7, request_id: 1 };
+    await client.deliver(deposit, DEADLINE_MS);
+    await (bank.branches.get(3) as StartedBranch).kill();
+    await client.deliver({ ...deposit, request_id: 2 }, DEADLINE_MS);
+    const primary = await client.status(DEADLINE_MS);
+    assertEquals(
+      [primary.role, primary.position, primary.commit, primary.balance, primary.backups],
+      ["primary", 2, 2, BALANCE + 10, [{ id: 2, live: true, matched: 2 }, {
+        id: 3,
+        live: false,
+        matched: 1,
+      }]],
+    );
+  } finally {
+    client.close();
+  }
+  const run = await runEntry("main.ts", ["status", ...addresses]);
+  assertEquals(run.code, 1, "branch 3 is down");
+  const lines = run.stdout.trim().split("\n");
+  assertEquals(lines.length, 3, run.stdout);
+  assertMatch(
+    lines[1] as string,
+    /^127\.0\.0\.1:\d+ +1 +primary +0 +2 +2 +2 +1010 +yes +2 live at 2, 3 down at 1$/,
+  );
+  assertMatch(lines[2] as string, /^127\.0\.0\.1:\d+ +2 +backup +0 +2 +\d +2 +1010 +yes +-$/);
+  assertMatch(run.stderr, new RegExp(`^status: ${bank.address(3)}: UNAVAILABLE`));
 });
 
 Deno.test("a backup far behind is caught up in messages of bounded size", async () => {
