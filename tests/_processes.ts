@@ -71,6 +71,8 @@ export interface StartedBranch extends AsyncDisposable {
   stop(): Promise<Finished>;
   /** Sends SIGKILL (no chance to clean up) and returns what the branch left. */
   kill(): Promise<Finished>;
+  /** Sends `signal` (SIGSTOP or SIGCONT) and returns at once. */
+  signal(signal: "SIGSTOP" | "SIGCONT"): void;
 }
 
 /** How long a branch started by {@linkcode startBranch} may take to print its address. */
@@ -94,7 +96,17 @@ export async function startBranch(args: readonly string[]): Promise<StartedBranc
     if (listening === undefined) {
       throw new Error(`branch.ts ${args.join(" ")} did not start: ${(await stop()).stderr}`);
     }
-    return { address: listening, stop, kill, [Symbol.asyncDispose]: async () => void await stop() };
+    return {
+      address: listening,
+      stop,
+      kill,
+      signal: (signal) => process.kill(signal),
+      [Symbol.asyncDispose]: async () => {
+        // A paused branch would not stop on SIGTERM.
+        if (finished === undefined) process.kill("SIGCONT");
+        await stop();
+      },
+    };
   } catch (error) {
     await stop();
     throw error;

@@ -15,7 +15,7 @@ import { connectAll, finalStates, runCustomers, type TimedResult } from "../src/
 import { historyOf } from "../src/history.ts";
 import type { CustomerEntry, Scenario } from "../src/input.ts";
 import { Storage } from "../src/storage.ts";
-import { BranchClient, type RpcError } from "../src/transport.ts";
+import { BranchClient, type RpcError, type WireStatus } from "../src/transport.ts";
 
 const BALANCE = 1_000;
 const DEADLINE_MS = 2_000;
@@ -81,11 +81,24 @@ function workload(
 }
 
 /**
- * Runs three phases of concurrent customers against the bank: the second with `victim` killed as it
- * starts, and started again once the phase is over; the third while it catches up. Returns the history,
- * checked, with every branch's final state (read once each has applied everything answered).
+ * What happens to the victim: killed with SIGKILL and started again on its directory; the same with its
+ * directory deleted first; or paused with SIGSTOP and resumed with SIGCONT.
  */
-async function runWithKill(bank: Bank, victim: number, to: readonly number[], seed: number) {
+type Fault = "kill" | "wipe" | "pause";
+
+/**
+ * Runs three phases of concurrent customers against the bank: the second with `victim` hit by `fault` as
+ * it starts, and brought back once the phase is over (at once, for the primary); the third while it
+ * catches up. Returns the history, checked, with every branch's final state (read once each has applied
+ * everything answered).
+ */
+async function runWithFault(
+  bank: Bank,
+  victim: number,
+  to: readonly number[],
+  seed: number,
+  fault: Fault = "kill",
+) {
   const random = new Random(seed);
   const clients = connectAll(new Map([1, 2, 3].map((id) => [id, bank.address(id)])));
   try {
@@ -97,11 +110,17 @@ async function runWithKill(bank: Bank, victim: number, to: readonly number[], se
     const results: TimedResult[] = [];
     results.push(...await runCustomers(phases[0] as CustomerEntry[], clients, options));
     const running = runCustomers(phases[1] as CustomerEntry[], clients, options);
-    const killed = await (bank.branches.get(victim) as StartedBranch).kill();
-    assertEquals(killed.signal, "SIGKILL");
-    if (victim === 1) await bank.start(victim); // Without its primary, nothing can finish.
+    const branch = bank.branches.get(victim) as StartedBranch;
+    const bringBack = async () => {
+      if (fault === "pause") return branch.signal("SIGCONT");
+      if (fault === "wipe") await Deno.remove(`${bank.root}/branch-${victim}`, { recursive: true });
+      await bank.start(victim);
+    };
+    if (fault === "pause") branch.signal("SIGSTOP");
+    else assertEquals((await branch.kill()).signal, "SIGKILL");
+    if (victim === 1) await bringBack(); // Without its primary, nothing can finish.
     results.push(...await running);
-    if (victim !== 1) await bank.start(victim);
+    if (victim !== 1) await bringBack();
     results.push(...await runCustomers(phases[2] as CustomerEntry[], clients, options));
     const scenario: Scenario = {
       branches: [1, 2, 3].map((id) => ({ id, balance: BALANCE })),
@@ -130,7 +149,7 @@ Deno.test("a backup killed with SIGKILL mid-run recovers from its disk and catch
   await using bank = new Bank(dir.path);
   await Promise.all([1, 2, 3].map((id) => bank.start(id)));
   // Customers use the branches that stay up: with two disks of three, every update still commits.
-  const { history } = await runWithKill(bank, 3, [1, 2], seed);
+  const { history } = await runWithFault(bank, 3, [1, 2], seed);
   assertEquals(history.requests.length, 72);
   const primary = await (bank.branches.get(1) as StartedBranch).stop();
   // It came back with what it had on its disk, and was sent only what it missed.
@@ -147,8 +166,23 @@ Deno.test("the primary killed with SIGKILL mid-run recovers from its disk; retri
   await using bank = new Bank(dir.path);
   await Promise.all([1, 2, 3].map((id) => bank.start(id)));
   // Customers use the backups: their forwards fail while the primary is down, and are retried.
-  const { history } = await runWithKill(bank, 1, [2, 3], seed);
+  const { history } = await runWithFault(bank, 1, [2, 3], seed);
   assertEquals(history.requests.length, 72);
+});
+
+Deno.test("a backup paused with SIGSTOP mid-run, then resumed, catches up; so does one whose directory was deleted", async () => {
+  const seed = Number(Deno.env.get("BANK_SEED") ?? 1) + 2;
+  for (const fault of ["pause", "wipe"] as const) {
+    await using dir = await tempDir();
+    await using bank = new Bank(dir.path);
+    await Promise.all([1, 2, 3].map((id) => bank.start(id)));
+    const { finals } = await runWithFault(bank, 3, [1, 2], seed, fault);
+    assertEquals(
+      new Set(finals.map(({ balance }) => balance)).size,
+      1,
+      `${fault}: ${JSON.stringify(finals)}`,
+    );
+  }
 });
 
 Deno.test("a retry after the primary restarts gets the first answer, for a deposit and a failed withdrawal", async () => {
@@ -179,6 +213,18 @@ Deno.test("a retry after the primary restarts gets the first answer, for a depos
     client.close();
   }
 });
+
+/** The branch's status once `ready` holds of it, asked every 20 ms for up to 5 s. */
+async function statusUntil(
+  client: BranchClient,
+  ready: (status: WireStatus) => boolean,
+): Promise<WireStatus> {
+  for (let attempt = 1;; attempt++) {
+    const status = await client.status(DEADLINE_MS);
+    if (ready(status) || attempt === 250) return status;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 /** `call`, retried every 100 ms for up to 10 s while it fails (the backup relinking to the new primary). */
 async function retrying<T>(call: () => Promise<T>): Promise<T> {
@@ -227,9 +273,14 @@ Deno.test("main.ts status shows each branch's role and positions, and a backup t
     await client.waitUntilServing(DEADLINE_MS);
     const deposit = { id: 0, interface: "deposit", money: 5, amount: 5, customer_id: 7, request_id: 1 };
     await client.deliver(deposit, DEADLINE_MS);
+    // A commit needs two disks of three: wait until backup 3 has said it holds position 1 too.
+    await statusUntil(client, (status) => status.backups.every(({ matched }) => matched === 1));
     await (bank.branches.get(3) as StartedBranch).kill();
     await client.deliver({ ...deposit, request_id: 2 }, DEADLINE_MS);
-    const primary = await client.status(DEADLINE_MS);
+    const primary = await statusUntil(
+      client,
+      (status) => !status.backups.some(({ id, live }) => id === 3 && live),
+    );
     assertEquals(
       [primary.role, primary.position, primary.commit, primary.balance, primary.backups],
       ["primary", 2, 2, BALANCE + 10, [{ id: 2, live: true, matched: 2 }, {
