@@ -290,8 +290,14 @@ export class BranchNode {
     for (let from = position + 1; from <= state.synced;) {
       const entries = this.#storage.entriesFrom(from, ENTRIES_PER_MESSAGE_MAX);
       if (entries.length === 0) break;
-      this.#sendEntries(backup, link, entries);
       from += entries.length;
+      const last = from > state.synced;
+      this.#sendEntries(
+        backup,
+        link,
+        entries,
+        last ? () => this.#log(`backup ${backup} caught up at position ${state.synced}`) : undefined,
+      );
     }
     if (position < state.synced) {
       this.#log(
@@ -560,11 +566,11 @@ export class BranchNode {
   }
 
   /**
-   * At the primary: sends `entries` to `backup` as one message, and feeds its answer back. A backup that
-   * refuses them, or does not answer in time, has its link broken, to be opened again and caught up from
-   * where the backup's disk says it is.
+   * At the primary: sends `entries` to `backup` as one message, and feeds its answer back (then calls
+   * `onApplied`, if given). A backup that refuses them, or does not answer in time, has its link broken, to
+   * be opened again and caught up from where the backup's disk says it is.
    */
-  #sendEntries(backup: number, link: Link, entries: readonly Entry[]): void {
+  #sendEntries(backup: number, link: Link, entries: readonly Entry[], onApplied?: () => void): void {
     const deadlineMs = Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2));
     const wire = entries.map(({ view, position, update, key, commit }): WireEntry => ({
       view,
@@ -576,7 +582,10 @@ export class BranchNode {
     }));
     const last = (entries.at(-1) as Entry).position;
     link.send({ batch: { entries: wire } }, deadlineMs).then(
-      () => this.#feed({ type: "replicated", backup, position: last }),
+      () => {
+        this.#feed({ type: "replicated", backup, position: last });
+        onApplied?.();
+      },
       (error: RpcError) => {
         if (link.broken) return;
         link.abort(

@@ -158,6 +158,7 @@ Deno.test("a backup killed with SIGKILL mid-run recovers from its disk and catch
   ].at(-1);
   assertOk(relinked !== undefined, primary.stderr);
   assertOk(Number(relinked[1]) > 0 && Number(relinked[2]) > 0, primary.stderr);
+  assertMatch(primary.stderr, /backup 3 caught up at position \d+/);
 });
 
 Deno.test("the primary killed with SIGKILL mid-run recovers from its disk; retried requests apply once", async () => {
