@@ -261,7 +261,9 @@ let missed = false;
 const dir = await Deno.makeTempDir({ prefix: "bank-bench-" });
 try {
   console.log(
-    `${rounds} rounds each, medians; Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} cores`,
+    `${rounds} round${
+      rounds === 1 ? "" : "s"
+    } each, medians; Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} cores`,
   );
   console.log("scenario               floor ms    run ms   ratio  target");
   for (const scenario of scenarios) {

@@ -238,7 +238,7 @@ export class BranchNode {
     this.#links.clear();
     this.#storage.close();
     const { entries, transactions } = this.#written;
-    this.#log(`wrote ${entries} entries in ${transactions} transactions`);
+    this.#log(`wrote ${entries} entries in ${transactions} transaction${transactions === 1 ? "" : "s"}`);
   }
 
   /**

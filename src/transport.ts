@@ -116,7 +116,13 @@ const LOADER_OPTIONS: loader.Options = {
 };
 
 // Loopback traffic must never be sent through an HTTP proxy that the environment happens to name.
-const CHANNEL_OPTIONS: grpc.ChannelOptions = { "grpc.enable_http_proxy": 0 };
+// A branch that was down is reconnected to within a second of coming back: grpc-js's own backoff between
+// connection attempts grows to 120 s by default, which left a restarted backup unlinked for half a minute.
+const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  "grpc.enable_http_proxy": 0,
+  "grpc.initial_reconnect_backoff_ms": 100,
+  "grpc.max_reconnect_backoff_ms": 1_000,
+};
 
 // grpc-js logs its own copy of errors that reach us anyway (a failed bind, say) to stderr. Keep stderr
 // to our one-line messages unless the user asks for grpc-js's logs through its own variables.
@@ -548,9 +554,11 @@ export class Link {
   accepted(timeoutMs: number): Promise<number> {
     const message = `${this.#peer} did not accept a link within ${timeoutMs} ms`;
     return deadline(this.#accepted, timeoutMs, () => {
+      // Broken with this cause first, so that it, not the cancel's, is what the link reports.
+      const error = this.#break(new RpcError("DEADLINE_EXCEEDED", message));
       // Only the opener waits for acceptance, and the opener holds the client side of the call.
       if ("cancel" in this.#call) this.#call.cancel();
-      return new RpcError("DEADLINE_EXCEEDED", message);
+      return error;
     });
   }
 
@@ -685,5 +693,7 @@ function statusName(code: number): RefusalCode | "UNKNOWN" {
 
 function fromServiceError(error: grpc.ServiceError): RpcError {
   const name = grpc.status[error.code] as string | undefined;
-  return new RpcError(statusName(error.code), `${name ?? error.code}: ${error.details}`);
+  // grpc-js ends some details with an empty "Resolution note: ".
+  const details = error.details.replace(/\s*Resolution note:\s*$/, "");
+  return new RpcError(statusName(error.code), `${name ?? error.code}: ${details}`);
 }
