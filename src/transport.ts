@@ -498,6 +498,10 @@ export class Link {
       this.#break(new RpcError("UNAVAILABLE", `${peer} closed the link`));
       call.end();
     });
+    // On the accepting end, the opener's process dying (or its connection dropping) cancels the call.
+    if (!("cancel" in call)) {
+      call.on("cancelled", () => this.#break(new RpcError("UNAVAILABLE", `${peer} went away`)));
+    }
   }
 
   /** How many requests this end has sent and not had answered yet. */
