@@ -433,10 +433,7 @@ export function step(state: BranchState, input: BranchInput): Step {
       return sequence(state, input.requestId, input.update, input.key);
     case "readIndex":
       if (!isPrimary(state)) return notPrimary(state, input.requestId);
-      return serveReads({
-        ...state,
-        reading: [...state.reading, { requestId: input.requestId, kind: "index", at: 0 }],
-      }, []);
+      return awaitRead(state, { requestId: input.requestId, kind: "index", at: 0 });
     case "entry":
       return applyEntry(state, input.requestId, input.entry);
     case "replicated":
@@ -474,11 +471,14 @@ export function majority(count: number): number {
  * With local reads a branch answers from its replica, once it has applied what the client has seen.
  */
 function query(state: BranchState, requestId: number, after: number): Step {
-  if (state.reads === "local") {
-    return serveReads({ ...state, reading: [...state.reading, { requestId, kind: "query", at: after }] }, []);
-  }
+  if (state.reads === "local") return awaitRead(state, { requestId, kind: "query", at: after });
   if (!isPrimary(state)) return { state, outbox: [{ type: "askIndex", requestId }] };
-  return serveReads({ ...state, reading: [...state.reading, { requestId, kind: "query", at: 0 }] }, []);
+  return awaitRead(state, { requestId, kind: "query", at: 0 });
+}
+
+/** Adds `read` to the reads waiting, and answers whatever may be answered now (it, most often). */
+function awaitRead(state: BranchState, read: PendingRead): Step {
+  return serveReads({ ...state, reading: [...state.reading, read] }, []);
 }
 
 /**
@@ -634,7 +634,7 @@ function synced(state: BranchState): Step {
  * branch's and its backups'), then sends what that releases. At a backup: nothing to do.
  */
 function advance(state: BranchState): Step {
-  if (!isPrimary(state)) return { state: { ...state, synced: state.position }, outbox: [] };
+  if (!isPrimary(state)) return { state, outbox: [] };
   const held = [state.synced, ...state.backups.map((backup) => state.matched.get(backup) ?? 0)]
     .sort((a, b) => b - a);
   const commit = held[majority(held.length) - 1] as number;
@@ -710,8 +710,11 @@ function answerQuery(
     return refuse(state, requestId, why.code, `read index from the primary failed: ${why.message}`);
   }
   // The primary's commit position is committed: learn it, as far as this replica holds it.
-  const next = learnCommit(state, Math.min(commit, state.position));
-  return serveReads({ ...next, reading: [...next.reading, { requestId, kind: "query", at: commit }] }, []);
+  return awaitRead(learnCommit(state, Math.min(commit, state.position)), {
+    requestId,
+    kind: "query",
+    at: commit,
+  });
 }
 
 function notPrimary(state: BranchState, requestId: number): Step {
