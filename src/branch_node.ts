@@ -31,6 +31,7 @@ import {
   type Link,
   type LinkAnswer,
   type LinkRequestHandler,
+  type OutgoingLinkRequest,
   RpcError,
   serveBranch,
   type WireEntry,
@@ -182,8 +183,9 @@ export class BranchNode {
       }
     }
     if (isPrimary(state)) {
-      this.#logId = this.#storage.logId ?? newLogId();
-      if (this.#storage.logId === undefined) this.#storage.setLogId(this.#logId);
+      const stored = this.#storage.logId;
+      this.#logId = stored ?? newLogId();
+      if (stored === undefined) this.#storage.setLogId(this.#logId);
     }
     // The state is set first: entries and forwards may come as soon as a link is accepted.
     this.#state = state;
@@ -588,33 +590,23 @@ export class BranchNode {
       },
       (error: RpcError) => {
         if (link.broken) return;
-        link.abort(
-          new RpcError(
-            error.code === "UNKNOWN" ? "UNAVAILABLE" : error.code,
-            `entries to position ${last}: ${error.message}`,
-          ),
-        );
+        const why = refusal(error);
+        link.abort(new RpcError(why.code, `entries to position ${last}: ${why.message}`));
       },
     );
   }
 
-  /** At a backup: its link with the primary, or a refusal to feed back when there is none. */
-  #primaryLink(): Link | Refusal {
+  /** At a backup: sends `request` to the primary; rejects UNAVAILABLE when there is no link with it. */
+  #sendToPrimary(request: OutgoingLinkRequest): Promise<LinkAnswer> {
     const state = this.#current();
     const link = this.#links.get(state.primary);
-    if (link !== undefined && !link.broken) return link;
-    return {
-      code: "UNAVAILABLE",
-      message: `branch ${state.id} has no link with the primary (branch ${state.primary})`,
-    };
+    if (link !== undefined && !link.broken) return link.send(request, this.#options.forwardDeadlineMs);
+    const message = `branch ${state.id} has no link with the primary (branch ${state.primary})`;
+    return rejected({ code: "UNAVAILABLE", message });
   }
 
   #askIndex(requestId: number): void {
-    const link = this.#primaryLink();
-    const sent = "send" in link
-      ? link.send({ read: {} }, this.#options.forwardDeadlineMs)
-      : Promise.reject(new RpcError(link.code, link.message));
-    sent.then(
+    this.#sendToPrimary({ read: {} }).then(
       ({ position }) => this.#feed({ type: "indexed", requestId, commit: position, refusal: undefined }),
       (error: RpcError) =>
         this.#feed({ type: "indexed", requestId, commit: undefined, refusal: refusal(error) }),
@@ -622,12 +614,8 @@ export class BranchNode {
   }
 
   #forward(requestId: number, update: Update, key: string | undefined): void {
-    const link = this.#primaryLink();
     const message = { forward: { interface: update.kind, amount: update.amount, key: key ?? "" } };
-    const sent = "send" in link
-      ? link.send(message, this.#options.forwardDeadlineMs)
-      : Promise.reject(new RpcError(link.code, link.message));
-    sent.then(
+    this.#sendToPrimary(message).then(
       (decision) => this.#feed({ type: "decided", requestId, decision, refusal: undefined }),
       (error: RpcError) =>
         this.#feed({ type: "decided", requestId, decision: undefined, refusal: refusal(error) }),

@@ -14,7 +14,7 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { applied, type Decided, type Entry, type Recovered } from "./branch_core.ts";
 
 /** The database file in a branch's data directory. */
-export const DATABASE_FILE = "bank.sqlite";
+const DATABASE_FILE = "bank.sqlite";
 
 /** Whose database it is: the branch, and the balance it started with. */
 export interface StorageOwner {
@@ -114,6 +114,7 @@ export class Storage {
     } catch (error) {
       throw new Error(`cannot open the data directory ${directory}: ${(error as Error).message}`);
     }
+    let meta: Map<string, number>;
     try {
       // EXCLUSIVE: this process holds the database from its first transaction until it closes it, so two
       // branches can never share a directory. WAL: a transaction is one append to the log file; FULL: that
@@ -123,7 +124,7 @@ export class Storage {
       // One transaction (one fsync) creates the tables and says whose they are.
       db.exec("BEGIN IMMEDIATE");
       db.exec(SCHEMA);
-      const meta = new Map(
+      meta = new Map(
         (db.prepare("SELECT name, value FROM meta").all() as { name: string; value: number }[])
           .map(({ name, value }) => [name, value]),
       );
@@ -131,21 +132,24 @@ export class Storage {
         db.prepare("INSERT INTO meta (name, value) VALUES ('branch', ?), ('balance', ?)").run(id, balance);
       }
       db.exec("COMMIT");
-      if (meta.size > 0 && meta.get("branch") !== id) {
-        throw new Error(`${directory} holds the data of branch ${meta.get("branch")}, not ${id}`);
-      } else if (meta.size > 0 && meta.get("balance") !== balance) {
-        throw new Error(
-          `${directory} holds branch ${id} started with balance ${meta.get("balance")}, not ${balance}`,
-        );
-      }
-      return new Storage(db, directory, balance);
     } catch (error) {
       db.close();
       const message = (error as Error).message;
-      if (message.startsWith(directory)) throw error;
       const why = message === "database is locked" ? "another branch process is using it" : message;
       throw new Error(`cannot use ${directory}: ${why}`);
     }
+    const other = meta.size === 0
+      ? undefined
+      : meta.get("branch") !== id
+      ? `${directory} holds the data of branch ${meta.get("branch")}, not ${id}`
+      : meta.get("balance") !== balance
+      ? `${directory} holds branch ${id} started with balance ${meta.get("balance")}, not ${balance}`
+      : undefined;
+    if (other !== undefined) {
+      db.close();
+      throw new Error(other);
+    }
+    return new Storage(db, directory, balance);
   }
 
   /**

@@ -465,7 +465,7 @@ export class Link {
   #onRequest: LinkRequestHandler = () => Promise.reject(new RpcError("UNAVAILABLE", "not serving yet"));
   #seq = 0;
   #broken: RpcError | undefined;
-  /** Messages written this turn after the first, to go as one bundle when it ends (see #write). */
+  /** Messages written this turn, to go as one bundle when it ends (see #write). */
   #bundling: OutgoingLinkMessage[] | undefined;
   /** Whether this end has half-closed the link or it has broken: nothing more is written. */
   #ended = false;
@@ -502,11 +502,6 @@ export class Link {
     if (!("cancel" in call)) {
       call.on("cancelled", () => this.#break(new RpcError("UNAVAILABLE", `${peer} went away`)));
     }
-  }
-
-  /** How many requests this end has sent and not had answered yet. */
-  get inFlight(): number {
-    return this.#inFlight.size;
   }
 
   /** Calls `listener` once, with the cause, when the link breaks (or at once if it has). */
