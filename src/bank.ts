@@ -71,18 +71,7 @@ export async function runBank(options: BankRunOptions): Promise<void> {
     });
   let dataDir: string | undefined;
   try {
-    dataDir = options.dataDir === undefined
-      ? await Deno.makeTempDir({ prefix: "bank-data-" })
-      : await Deno.mkdir(options.dataDir, { recursive: true }).then(() =>
-        Deno.realPath(options.dataDir as string)
-      )
-        .catch((error: Error) => {
-          throw new InputError(
-            options.dataDir as string,
-            "",
-            `cannot use as the data directory: ${error.message}`,
-          );
-        });
+    dataDir = await dataDirectory(options.dataDir);
     options.log(`branch data in ${dataDir}`);
     await runProcesses(scenario, { ...options, dataDir }, async (results, finals) => {
       await output.commit(renderOutput(results, options.format));
@@ -96,6 +85,20 @@ export async function runBank(options: BankRunOptions): Promise<void> {
     if (options.dataDir === undefined && dataDir !== undefined) {
       await Deno.remove(dataDir, { recursive: true });
     }
+  }
+}
+
+/**
+ * The directory the branches keep their data in: `given`, made if need be (an InputError if it cannot
+ * be), as an absolute path for the children; or a fresh temporary one.
+ */
+async function dataDirectory(given: string | undefined): Promise<string> {
+  if (given === undefined) return await Deno.makeTempDir({ prefix: "bank-data-" });
+  try {
+    await Deno.mkdir(given, { recursive: true });
+    return await Deno.realPath(given);
+  } catch (error) {
+    throw new InputError(given, "", `cannot use as the data directory: ${(error as Error).message}`);
   }
 }
 
