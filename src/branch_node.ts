@@ -19,6 +19,7 @@ import {
   isPrimary,
   type ReadMode,
   type Refusal,
+  sendAtOnce,
   step,
   type Update,
 } from "./branch_core.ts";
@@ -83,6 +84,12 @@ const RELINK_FIRST_MS = 50;
 const RELINK_MAX_MS = 1_000;
 /** How long one try at a link waits for the backup to accept it before it is opened again. */
 const LINK_ACCEPT_TIMEOUT_MS = 10_000;
+/**
+ * At the primary: how long a backup outside the quorum sent to at once (see sendAtOnce) may be left
+ * without the entries written since, unless it asks for them. It is also the longest a commit waits when
+ * a backup in that quorum stops answering without its link breaking (a paused process, say).
+ */
+const HOLD_MAX_MS = 100;
 
 /** A running branch. It refuses customers until {@linkcode BranchNode.configure} gives it its peers. */
 export class BranchNode {
@@ -97,6 +104,11 @@ export class BranchNode {
   readonly #links = new Map<number, Link>();
   /** At the primary: the backups whose link is up and who have been sent the whole log written so far. */
   readonly #live = new Set<number>();
+  /** At the primary: entries written and not sent yet, by live backup outside the quorum (see #ship). */
+  readonly #held = new Map<number, Entry[]>();
+  #heldTimer: ReturnType<typeof setTimeout> | undefined;
+  /** At the primary: how many forwards and read indexes each backup is waiting on. */
+  readonly #asking = new Map<number, number>();
   /** Waiting for a link: at a backup, the primary's; at the primary, a backup's to be live. */
   readonly #arrivals = new Map<number, () => void>();
   /** At the primary: timers that open a broken link again, and the wait before the next try, by backup. */
@@ -234,6 +246,7 @@ export class BranchNode {
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
     for (const relink of this.#relinks.values()) clearTimeout(relink.timer);
+    clearTimeout(this.#heldTimer);
     for (const link of this.#links.values()) link.end();
     await this.#server?.shutdown(graceMs);
     for (const client of this.#clients.values()) client.close();
@@ -257,6 +270,7 @@ export class BranchNode {
     link.onBroken((cause) => {
       if (this.#links.get(backup) === link) this.#links.delete(backup);
       this.#live.delete(backup);
+      this.#held.delete(backup); // The catch-up of the next link starts from the backup's disk.
       this.#linkFailures.set(backup, cause.message);
       if (this.#stopping) return;
       const relink = this.#relinks.get(backup) ?? { waitMs: RELINK_FIRST_MS };
@@ -406,7 +420,7 @@ export class BranchNode {
         return Promise.reject(new RpcError("UNAVAILABLE", `a link with branch ${peer} that was replaced`));
       }
       if (request.kind === "read") {
-        return this.#call((requestId) => ({ type: "readIndex", requestId }), answer);
+        return this.#asked(peer, this.#call((requestId) => ({ type: "readIndex", requestId }), answer));
       }
       if (request.kind === "entry" || request.kind === "batch") {
         // Each entry of a batch is applied as if it came alone; the batch is written to disk in one
@@ -429,11 +443,25 @@ export class BranchNode {
       }
       const update = decodeForward(request.forward);
       if (!update.ok) return rejected(update.refusal);
-      return this.#call(
-        (requestId) => ({ type: "forward", requestId, from: peer, ...update.value }),
-        answer,
+      return this.#asked(
+        peer,
+        this.#call((requestId) => ({ type: "forward", requestId, from: peer, ...update.value }), answer),
       );
     };
+  }
+
+  /**
+   * At the primary: `backup` waits on `answered`, and only answers its customer once it has applied
+   * what the answer reflects. Until then it is sent every entry at once, starting with those held for it.
+   */
+  #asked(backup: number, answered: Promise<LinkAnswer>): Promise<LinkAnswer> {
+    this.#asking.set(backup, (this.#asking.get(backup) ?? 0) + 1);
+    this.#sendHeld(backup);
+    return answered.finally(() => {
+      const left = (this.#asking.get(backup) ?? 1) - 1;
+      if (left === 0) this.#asking.delete(backup);
+      else this.#asking.set(backup, left);
+    });
   }
 
   /** Registers an inbound call, feeds it to the core, and resolves with `encode` of the core's answer. */
@@ -518,15 +546,47 @@ export class BranchNode {
       }
     }
     this.#feed({ type: "synced" });
-    if (batch.entries.length === 0 || !isPrimary(this.#current())) return;
+    if (batch.entries.length > 0 && isPrimary(this.#current())) this.#ship(batch.entries);
+  }
+
+  /**
+   * At the primary: sends `entries`, just written, to the live backups that a commit or a customer waits
+   * on (see sendAtOnce), and holds them for the others, who are sent what is held for them within
+   * HOLD_MAX_MS, or at once when they ask the primary for anything.
+   */
+  #ship(entries: readonly Entry[]): void {
+    const now = sendAtOnce(this.#current(), this.#live, new Set(this.#asking.keys()));
     for (const backup of this.#live) {
-      for (let from = 0; from < batch.entries.length; from += ENTRIES_PER_MESSAGE_MAX) {
-        this.#sendEntries(
-          backup,
-          this.#link(backup),
-          batch.entries.slice(from, from + ENTRIES_PER_MESSAGE_MAX),
-        );
+      if (now.has(backup)) {
+        this.#sendHeld(backup);
+        this.#sendBatches(backup, entries);
+      } else {
+        const held = this.#held.get(backup);
+        if (held === undefined) this.#held.set(backup, [...entries]);
+        else held.push(...entries);
       }
+    }
+    if (this.#held.size > 0 && this.#heldTimer === undefined) {
+      this.#heldTimer = setTimeout(() => {
+        this.#heldTimer = undefined;
+        for (const backup of [...this.#held.keys()]) this.#sendHeld(backup);
+      }, HOLD_MAX_MS);
+    }
+  }
+
+  /** At the primary: sends `backup` what is held for it, if anything. */
+  #sendHeld(backup: number): void {
+    const held = this.#held.get(backup);
+    if (held === undefined) return;
+    this.#held.delete(backup);
+    this.#sendBatches(backup, held);
+  }
+
+  /** At the primary: sends `entries` to live `backup`, in messages of at most ENTRIES_PER_MESSAGE_MAX. */
+  #sendBatches(backup: number, entries: readonly Entry[]): void {
+    const link = this.#link(backup);
+    for (let from = 0; from < entries.length; from += ENTRIES_PER_MESSAGE_MAX) {
+      this.#sendEntries(backup, link, entries.slice(from, from + ENTRIES_PER_MESSAGE_MAX));
     }
   }
 

@@ -11,6 +11,7 @@ import {
   isPrimary,
   type ReadMode,
   Remembered,
+  sendAtOnce,
   step,
   Timeline,
   type Update,
@@ -88,9 +89,19 @@ Deno.test("with local reads, a branch answers from its replica once it has appli
   // The deposit is applied at both, and committed at neither: a read at the commit would answer 400.
   const primary = run(initialState(1, 400, { peers: [2], reads: "local" }), [deposit(1, 10), query(7, 1)]);
   assertEquals(primary.outbox.at(-1), reply(7, "query", 410, 1));
-  const waiting = run(initialState(2, 400, { peers: [1], reads: "local" }), [query(7, 1)]);
-  assertEquals(waiting.outbox, [], "position 1 has not arrived yet");
-  const backup = run(waiting.state, [entry(1, 1, { kind: "deposit", amount: 10 })]);
+  const upToDate = run(initialState(2, 400, { peers: [1], reads: "local" }), [
+    entry(1, 1, { kind: "deposit", amount: 10 }),
+    query(7, 1),
+  ]);
+  assertEquals(upToDate.outbox.at(-1), reply(7, "query", 410, 1));
+});
+
+Deno.test("with local reads, a backup behind what the client saw asks the primary, then waits to apply it", () => {
+  const behind = run(initialState(2, 400, { peers: [1], reads: "local" }), [query(7, 1)]);
+  assertEquals(behind.outbox, [{ type: "askIndex", requestId: 7 }], "position 1 has not arrived yet");
+  const indexed = run(behind.state, [{ type: "indexed", requestId: 7, commit: 1, refusal: undefined }]);
+  assertEquals(indexed.outbox, [], "the primary's commit position is 1, not applied here yet");
+  const backup = run(indexed.state, [entry(1, 1, { kind: "deposit", amount: 10 })]);
   assertEquals(backup.outbox.at(-1), reply(7, "query", 410, 1));
 });
 
@@ -184,6 +195,23 @@ Deno.test("the primary goes on while a minority of its backups is away, and neve
   assertEquals(back.state.matched.get(5), 1);
   const emptied = run(back.state, [{ type: "linked", position: 0, backup: 2 }]);
   assertEquals([emptied.state.matched.get(2), emptied.state.commit], [0, 1], "a commit is never undone");
+});
+
+Deno.test("new entries go at once to the backups a commit or a customer waits on, not to every backup", () => {
+  const five = initialState(1, 400, { peers: [2, 3, 4, 5] });
+  assertEquals(
+    sendAtOnce(five, [2, 3, 4, 5], new Set()),
+    new Set([2, 3]),
+    "a majority is this and two backups",
+  );
+  // Those furthest along make the quorum: a backup that stopped answering falls behind and out of it.
+  const { state } = run(five, [deposit(1, 10), deposit(2, 10), synced, replicated(2, 5), replicated(1, 4)]);
+  assertEquals(sendAtOnce(state, [2, 3, 4, 5], new Set()), new Set([5, 4]));
+  assertEquals(sendAtOnce(state, [2, 3, 4, 5], new Set([2])), new Set([5, 4, 2]), "2 waits on a forward");
+  assertEquals(sendAtOnce(state, [2, 3, 4], new Set()), new Set([4, 2]), "5 is down");
+  assertEquals(sendAtOnce(state, [3], new Set()), new Set([3]), "no majority live: send to what there is");
+  const three = initialState(1, 400, { peers: [2, 3] });
+  assertEquals(sendAtOnce(three, [2, 3], new Set()), new Set([2]));
 });
 
 Deno.test("a failed withdrawal is answered only once what it was decided after is committed", () => {

@@ -109,6 +109,16 @@ async function runWithFault(
     const phases = [workload(random, 4, to, 1), workload(random, 4, to, 11), workload(random, 4, to, 21)];
     const results: TimedResult[] = [];
     results.push(...await runCustomers(phases[0] as CustomerEntry[], clients, options));
+    // A backup no customer talks to may be sent entries up to 100 ms late (see sendAtOnce): the fault
+    // waits until the victim holds part of the log, so that it comes back with something of its own.
+    const victimHolds = await statusUntil(
+      clients.get(victim) as BranchClient,
+      ({ position }) => position > 0,
+    );
+    assertOk(
+      victimHolds.position > 0,
+      `branch ${victim} never held an entry: ${JSON.stringify(victimHolds)}`,
+    );
     const running = runCustomers(phases[1] as CustomerEntry[], clients, options);
     const branch = bank.branches.get(victim) as StartedBranch;
     const bringBack = async () => {
@@ -183,6 +193,39 @@ Deno.test("a backup paused with SIGSTOP mid-run, then resumed, catches up; so do
       1,
       `${fault}: ${JSON.stringify(finals)}`,
     );
+  }
+});
+
+Deno.test("a backup of the quorum that stops answering, its link still up, does not stop commits", async () => {
+  await using dir = await tempDir();
+  await using bank = new Bank(dir.path);
+  await Promise.all([1, 2, 3].map((id) => bank.start(id)));
+  const primary = new BranchClient(bank.address(1));
+  const paused = bank.branches.get(2) as StartedBranch;
+  try {
+    await primary.waitUntilServing(DEADLINE_MS);
+    // Entries go at once to backup 2 (the lower id of two equally far along) and are held for backup 3,
+    // which no customer talks to. With 2 paused, 3 must be sent what was held for it, and then be sent
+    // entries at once, being further along.
+    paused.signal("SIGSTOP");
+    for (let request = 1; request <= 5; request++) {
+      const deposit = {
+        id: 0,
+        interface: "deposit",
+        money: 10,
+        amount: 10,
+        customer_id: 7,
+        request_id: request,
+      };
+      const { success, balance } = await primary.deliver(deposit, DEADLINE_MS);
+      assertEquals([success, balance], [true, BALANCE + 10 * request]);
+    }
+    const { commit, backups } = await primary.status(DEADLINE_MS);
+    assertEquals(commit, 5);
+    assertEquals(backups.find(({ id }) => id === 3)?.matched, 5);
+  } finally {
+    paused.signal("SIGCONT");
+    primary.close();
   }
 });
 
