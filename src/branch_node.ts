@@ -452,11 +452,13 @@ export class BranchNode {
 
   /**
    * At the primary: `backup` waits on `answered`, and only answers its customer once it has applied
-   * what the answer reflects. Until then it is sent every entry at once, starting with those held for it.
+   * what the answer reflects. Until then it is sent every entry at once; what is held for it goes at the
+   * end of this turn, with the entry its forward becomes if it becomes one (one batch, one write there).
    */
   #asked(backup: number, answered: Promise<LinkAnswer>): Promise<LinkAnswer> {
     this.#asking.set(backup, (this.#asking.get(backup) ?? 0) + 1);
-    this.#sendHeld(backup);
+    // After #write, if the request scheduled one: this turn's entries and the held ones go together.
+    if (this.#held.has(backup)) setImmediate(() => this.#sendHeld(backup));
     return answered.finally(() => {
       const left = (this.#asking.get(backup) ?? 1) - 1;
       if (left === 0) this.#asking.delete(backup);
@@ -558,8 +560,9 @@ export class BranchNode {
     const now = sendAtOnce(this.#current(), this.#live, new Set(this.#asking.keys()));
     for (const backup of this.#live) {
       if (now.has(backup)) {
-        this.#sendHeld(backup);
-        this.#sendBatches(backup, entries);
+        const held = this.#held.get(backup);
+        this.#held.delete(backup);
+        this.#sendBatches(backup, held === undefined ? entries : [...held, ...entries]);
       } else {
         const held = this.#held.get(backup);
         if (held === undefined) this.#held.set(backup, [...entries]);
