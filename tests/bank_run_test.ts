@@ -163,7 +163,7 @@ Deno.test("main.ts refuses unknown flags and formats as usage errors", async () 
 
 Deno.test("main.ts fails with exit 1 naming the branch whose port is taken, and stops the others", async () => {
   await using dir = await tempDir();
-  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  using taken = listenBetweenFreePorts();
   const base = (taken.addr as Deno.NetAddr).port - 2; // Branch 2 of the example gets the taken port.
   const run = await runEntry(
     "main.ts",
@@ -180,6 +180,26 @@ Deno.test("main.ts fails with exit 1 naming the branch whose port is taken, and 
     assertOk(!isRunning(pid), `pid ${pid} is still running`);
   }
 });
+
+/**
+ * A listener on a port whose neighbours are free as far as can be told (any port may be taken by another
+ * process at any moment): for a test in which only the middle one of three must be taken.
+ */
+function listenBetweenFreePorts(): Deno.TcpListener {
+  for (let attempt = 1;; attempt++) {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const { port } = listener.addr as Deno.NetAddr;
+    try {
+      for (const neighbour of [port - 1, port + 1]) {
+        Deno.listen({ hostname: "127.0.0.1", port: neighbour }).close();
+      }
+      return listener;
+    } catch (error) {
+      listener.close();
+      if (attempt === 20) throw error;
+    }
+  }
+}
 
 /** An input long enough that a run is surely still going when the test interferes with it. */
 async function longInput(path: string): Promise<void> {
