@@ -16,6 +16,7 @@ import { Supervisor } from "./supervisor.ts";
 export const MAIN_USAGE = `Usage: main.ts [run] INPUT [options]
        main.ts check HISTORY
        main.ts status HOST:PORT ...
+       main.ts simulate [--seeds N ...]
        main.ts branch --help | customer --help
 
 Runs the replicated bank on INPUT (a JSON array of branches and customers) and writes what each customer
@@ -56,6 +57,11 @@ export async function main(args: readonly string[]): Promise<number> {
   }
   if (command === "status") {
     return await guarded("status", async () => (await import("./status_cli.ts")).runStatus(rest), {
+      control: false,
+    });
+  }
+  if (command === "simulate") {
+    return await guarded("simulate", async () => (await import("./simulate_cli.ts")).runSimulate(rest), {
       control: false,
     });
   }

@@ -1,5 +1,6 @@
 /**
- * A small seeded pseudo-random generator (mulberry32) so that random tests reproduce from their seed.
+ * A small seeded pseudo-random generator (mulberry32), so that random tests and simulations reproduce from
+ * their seed.
  *
  * @module
  */

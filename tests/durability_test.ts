@@ -9,7 +9,7 @@
 
 import { assertEquals, assertMatch, assertOk } from "./_assert.ts";
 import { freePorts, runEntry, startBranch, type StartedBranch, tempDir } from "./_processes.ts";
-import { Random } from "./_random.ts";
+import { Random } from "../src/random.ts";
 import { checkHistory } from "../src/checker.ts";
 import { connectAll, finalStates, runCustomers, type TimedResult } from "../src/customer_run.ts";
 import { historyOf } from "../src/history.ts";

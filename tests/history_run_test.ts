@@ -5,7 +5,7 @@
 
 import { assertEquals, assertOk } from "./_assert.ts";
 import { makeInput, runEntry, tempDir } from "./_processes.ts";
-import { Random } from "./_random.ts";
+import { Random } from "../src/random.ts";
 import { checkHistory } from "../src/checker.ts";
 import { type History, parseHistory } from "../src/history.ts";
 

@@ -1,0 +1,699 @@
+/**
+ * A deterministic simulator, in the manner of TigerBeetle's: the branches' pure cores
+ * (src/branch_core.ts), driven the way src/branch_node.ts drives them, under a simulated network, disk and
+ * clock, with faults injected from a seed. Nothing here does I/O or reads a clock, so a seed replays the
+ * same run exactly, and a failing seed is a reproducible bug.
+ *
+ * What is simulated, and how it maps to the real system:
+ * - Time is ticks. Each tick runs the timers due and delivers one message chosen at random among those
+ *   that may be delivered: messages on one channel (a link's direction, one customer call) arrive in the
+ *   order sent, as on a stream; across channels, in any order.
+ * - A link is the primary's stream to one backup. It breaks (the `linkBreak` fault, a partition, a crash
+ *   of either end) with everything in flight on it, both ways; the backup's forwards and read indexes on
+ *   it fail with UNAVAILABLE. The primary opens it again every few ticks, and the backup names the last
+ *   position on its disk, from which the primary sends the rest from its own disk, as BranchNode does.
+ * - A disk holds what was written. The primary writes what a turn persisted in one write that completes a
+ *   few ticks later (then feeds `synced` and sends the entries to every live backup); a backup writes a
+ *   batch of entries before its acknowledgement leaves. A crash loses what was not written yet (with
+ *   `lostWrites`; without it, crashes fall between writes). A crashed branch restarts from its disk.
+ * - Customers act at once, each one request at a time, every request with its own key. A request whose
+ *   answer does not come within a deadline, or is a refusal, is sent again with the same key; a request
+ *   may be sent twice at once (`duplicate`). Each customer call is its own channel, so a retry may overtake
+ *   the attempt before it.
+ * - Faults happen during the first `faultTicks`; then crashed branches restart, partitions heal, and the
+ *   run goes on until every customer is answered and every replica holds the whole log. The history and
+ *   the final states then go through the same checker as real runs (src/checker.ts).
+ *
+ * Not simulated: the thrifty holding of entries for backups outside the quorum (every live backup is sent
+ * every entry at once), and the log id of a data directory (there is one bank).
+ *
+ * @module
+ */
+
+import {
+  type BranchInput,
+  type BranchOutput,
+  type BranchState,
+  type Entry,
+  initialState,
+  isPrimary,
+  type ReadMode,
+  type Recovered,
+  step,
+} from "./branch_core.ts";
+import { checkHistory } from "./checker.ts";
+import type { History, HistoryRequest } from "./history.ts";
+import type { Interface } from "./input.ts";
+import { Random } from "./random.ts";
+
+/** What may go wrong, each off (0 or false) unless given. */
+export interface Faults {
+  /** Chance, per message delivered on a link, that the link then breaks, losing what is in flight on it. */
+  readonly linkBreak: number;
+  /** The most ticks a message may wait before it can be delivered, besides the order chosen at random. */
+  readonly delay: number;
+  /** Chance that a customer sends a request twice at once. */
+  readonly duplicate: number;
+  /** Chance, per tick, that the branches are partitioned: one cut off from the rest, or a minority split. */
+  readonly partition: number;
+  /** Chance, per tick, that a branch crashes; it restarts from its disk some ticks later. */
+  readonly crash: number;
+  /** Whether a crash loses what the branch persisted but had not written to its disk yet. */
+  readonly lostWrites: boolean;
+}
+
+/** Every fault off. */
+export const NO_FAULTS: Faults = {
+  linkBreak: 0,
+  delay: 0,
+  duplicate: 0,
+  partition: 0,
+  crash: 0,
+  lostWrites: false,
+};
+
+/** Every fault on, at rates that hit a run of a few thousand ticks several times each. */
+export const ALL_FAULTS: Faults = {
+  linkBreak: 0.01,
+  delay: 5,
+  duplicate: 0.1,
+  partition: 0.002,
+  crash: 0.002,
+  lostWrites: true,
+};
+
+/** One simulated run. */
+export interface SimulationOptions {
+  readonly seed: number;
+  /** How many branches: ids 1..branches, starting balance 100 each. */
+  readonly branches: number;
+  readonly customers: number;
+  /** Requests per customer: queries, deposits and withdrawals at random branches. */
+  readonly requests: number;
+  readonly faults?: Partial<Faults>;
+  /**
+   * How branches answer queries (default "commit"). With "local", each query names the highest position
+   * its customer has been answered with, which is linearizable only while one customer acts at a time.
+   */
+  readonly reads?: ReadMode;
+  /** Faults happen before this tick (default 3,000). */
+  readonly faultTicks?: number;
+  /**
+   * A deliberately broken driver, to show that the simulator finds what it is for. `shipBeforeWrite`: the
+   * primary sends entries to its backups before its own write of them completes.
+   */
+  readonly bug?: "shipBeforeWrite";
+}
+
+/** What a run did, and whether its history holds. */
+export interface SimulationResult {
+  readonly seed: number;
+  readonly ticks: number;
+  readonly history: History;
+  /** How many of each fault were injected. */
+  readonly injected: {
+    readonly linkBreaks: number;
+    readonly partitions: number;
+    readonly crashes: number;
+    readonly duplicates: number;
+    /** Entries persisted but lost in a crash before their write. */
+    readonly lostEntries: number;
+  };
+  /** The first violation the checker found, or why the run did not finish; undefined if none. */
+  readonly violation: string | undefined;
+}
+
+const BALANCE = 100;
+const DEFAULT_FAULT_TICKS = 3_000;
+/** Past this, a run that has not finished is a liveness failure. */
+const MAX_TICKS = 200_000;
+/** Ticks a customer waits for an answer before it sends the request again. */
+const DEADLINE_TICKS = 150;
+/** Ticks between a refusal and the customer's next attempt. */
+const RETRY_TICKS = 10;
+/** Ticks between the primary's attempts to open a broken link. */
+const RELINK_TICKS = 20;
+/** Ticks a crashed branch stays down; a partition lasts. */
+const DOWN_TICKS = 200;
+
+/** Runs one simulation. */
+export function simulate(options: SimulationOptions): SimulationResult {
+  return new Simulation(options).run();
+}
+
+interface Message {
+  readonly channel: string;
+  /** The link the message travels on, if any, and its generation: a break drops what it carried. */
+  readonly link?: { readonly backup: number; readonly generation: number };
+  /** Both ends, for dropping what a crashed branch had in flight. */
+  readonly ends: readonly number[];
+  /** The first tick it may be delivered at. */
+  readonly at: number;
+  readonly deliver: () => void;
+}
+
+type Answer = (output: BranchOutput) => void;
+
+/** A branch: its core, its disk, and what its driver keeps. */
+interface Branch {
+  readonly id: number;
+  /** Undefined while crashed. */
+  state: BranchState | undefined;
+  readonly disk: { entries: Recovered["entries"][number][]; failures: Recovered["failures"][number][] };
+  /** Persisted by the core, not written yet. */
+  unwritten: Recovered["entries"][number][];
+  unwrittenFailures: Recovered["failures"][number][];
+  /** The write under way, if any: a crash cancels it, and a restarted branch's next write is another. */
+  writing: object | undefined;
+  /** Inbound calls, by the request id the core knows them by. */
+  readonly calls: Map<number, Answer>;
+  nextRequestId: number;
+}
+
+/** At the primary, its link with one backup. */
+interface Link {
+  live: boolean;
+  generation: number;
+  /** At the backup: its forwards and read indexes on this generation, to refuse if the link breaks. */
+  readonly outstanding: Map<number, "forward" | "index">;
+}
+
+/** A customer's request. */
+interface Script {
+  readonly branch: number;
+  readonly interface: Interface;
+  readonly amount: number;
+}
+
+class Simulation {
+  readonly #options: SimulationOptions;
+  readonly #faults: Faults;
+  readonly #faultTicks: number;
+  readonly #random: Random;
+  readonly #ids: number[];
+  readonly #primary = 1;
+  readonly #branches = new Map<number, Branch>();
+  readonly #links = new Map<number, Link>();
+  #messages: Message[] = [];
+  readonly #timers: { at: number; run: () => void }[] = [];
+  #tick = 0;
+  /** Pairs of branches that cannot reach each other, as "a-b" with a < b. */
+  #cut = new Set<string>();
+  readonly #requests: HistoryRequest[] = [];
+  #customersLeft: number;
+  readonly #injected = { linkBreaks: 0, partitions: 0, crashes: 0, duplicates: 0, lostEntries: 0 };
+
+  constructor(options: SimulationOptions) {
+    this.#options = options;
+    this.#faults = { ...NO_FAULTS, ...options.faults };
+    this.#faultTicks = options.faultTicks ?? DEFAULT_FAULT_TICKS;
+    this.#random = new Random(options.seed);
+    this.#ids = Array.from({ length: options.branches }, (_, index) => index + 1);
+    for (const id of this.#ids) {
+      const branch: Branch = {
+        id,
+        state: undefined,
+        disk: { entries: [], failures: [] },
+        unwritten: [],
+        unwrittenFailures: [],
+        writing: undefined,
+        calls: new Map(),
+        nextRequestId: 1,
+      };
+      this.#branches.set(id, branch);
+      this.#start(branch);
+      if (id !== this.#primary) this.#links.set(id, { live: false, generation: 0, outstanding: new Map() });
+    }
+    for (const backup of this.#links.keys()) this.#relink(backup);
+    this.#customersLeft = options.customers;
+    for (let customer = 1; customer <= options.customers; customer++) this.#customer(customer);
+  }
+
+  run(): SimulationResult {
+    let violation: string | undefined;
+    try {
+      while (this.#customersLeft > 0 || !this.#settled()) {
+        if (this.#tick >= MAX_TICKS) {
+          violation = `not finished after ${MAX_TICKS} ticks (${this.#customersLeft} customers waiting)`;
+          break;
+        }
+        this.#tick++;
+        if (this.#tick < this.#faultTicks) this.#injectFaults();
+        else if (this.#tick === this.#faultTicks) this.#heal();
+        for (const timer of this.#timers.filter(({ at }) => at <= this.#tick)) {
+          this.#timers.splice(this.#timers.indexOf(timer), 1);
+          timer.run();
+        }
+        this.#deliverOne();
+      }
+    } catch (error) {
+      // A core's own check failed (a log that does not add up, a key decided twice): a violation too.
+      violation = `at tick ${this.#tick}: ${(error as Error).message}`;
+    }
+    const history: History = {
+      branches: this.#ids.map((id) => ({ id, balance: BALANCE })),
+      requests: this.#requests,
+      finals: [...this.#branches.values()].map(({ id, state }) => ({
+        type: "final" as const,
+        branch: id,
+        balance: state?.balance ?? -1,
+        position: state?.position ?? -1,
+      })),
+    };
+    if (violation === undefined) {
+      const checked = checkHistory(history);
+      if (!checked.ok) violation = checked.violation;
+    }
+    return { seed: this.#options.seed, ticks: this.#tick, history, injected: this.#injected, violation };
+  }
+
+  // ---- The loop -------------------------------------------------------------------------------------
+
+  /** Whether nothing is left to happen: every message delivered, every write done, every link live. */
+  #settled(): boolean {
+    return this.#messages.length === 0 &&
+      [...this.#branches.values()].every((branch) => branch.state !== undefined && !branch.writing) &&
+      [...this.#links.values()].every((link) => link.live);
+  }
+
+  #deliverOne(): void {
+    const heads = this.#messages.filter((message, index) =>
+      message.at <= this.#tick &&
+      this.#messages.findIndex((other) => other.channel === message.channel) === index
+    );
+    if (heads.length === 0) return;
+    const message = this.#random.pick(heads);
+    this.#messages.splice(this.#messages.indexOf(message), 1);
+    message.deliver();
+    if (message.link !== undefined && this.#chance(this.#faults.linkBreak)) {
+      this.#injected.linkBreaks++;
+      this.#break(message.link.backup);
+    }
+  }
+
+  #send(message: Omit<Message, "at">): void {
+    this.#messages.push({ ...message, at: this.#tick + this.#random.below(this.#faults.delay + 1) });
+  }
+
+  #after(ticks: number, run: () => void): void {
+    this.#timers.push({ at: this.#tick + ticks, run });
+  }
+
+  #chance(probability: number): boolean {
+    return probability > 0 && this.#tick < this.#faultTicks && this.#random.next() < probability;
+  }
+
+  // ---- Faults ---------------------------------------------------------------------------------------
+
+  #injectFaults(): void {
+    if (this.#chance(this.#faults.crash)) {
+      const up = this.#ids.filter((id) => this.#branches.get(id)?.state !== undefined);
+      if (up.length > 0) {
+        this.#injected.crashes++;
+        const victim = this.#branches.get(this.#random.pick(up)) as Branch;
+        this.#crash(victim);
+        this.#after(DOWN_TICKS, () => this.#restart(victim));
+      }
+    }
+    if (this.#cut.size === 0 && this.#chance(this.#faults.partition)) {
+      this.#injected.partitions++;
+      // One branch cut off, or a minority of them split off from the rest.
+      const minority = Math.max(1, Math.floor((this.#ids.length - 1) / 2));
+      const side = shuffled(this.#ids, this.#random).slice(0, 1 + this.#random.below(minority));
+      for (const a of side) {
+        for (const b of this.#ids.filter((id) => !side.includes(id))) this.#cut.add(pair(a, b));
+      }
+      for (const backup of this.#links.keys()) {
+        if (this.#cut.has(pair(this.#primary, backup))) this.#break(backup);
+      }
+      this.#after(DOWN_TICKS, () => (this.#cut = new Set()));
+    }
+  }
+
+  /** Faults end: every crashed branch restarts, and partitions heal. */
+  #heal(): void {
+    this.#cut = new Set();
+    for (const branch of this.#branches.values()) {
+      if (branch.state === undefined) this.#restart(branch);
+    }
+  }
+
+  #crash(branch: Branch): void {
+    if (this.#faults.lostWrites) {
+      this.#injected.lostEntries += branch.unwritten.length;
+    } else {
+      branch.disk.entries.push(...branch.unwritten);
+      branch.disk.failures.push(...branch.unwrittenFailures);
+    }
+    branch.unwritten = [];
+    branch.unwrittenFailures = [];
+    branch.writing = undefined;
+    branch.state = undefined;
+    branch.calls.clear();
+    // Its connections close: what it had in flight is lost, and its links break.
+    this.#messages = this.#messages.filter((message) => !message.ends.includes(branch.id));
+    if (branch.id === this.#primary) { for (const backup of this.#links.keys()) this.#break(backup); }
+    else this.#break(branch.id);
+  }
+
+  #restart(branch: Branch): void {
+    if (branch.state !== undefined) return;
+    this.#start(branch);
+    if (branch.id === this.#primary) { for (const backup of this.#links.keys()) this.#relink(backup); }
+  }
+
+  #start(branch: Branch): void {
+    const peers = this.#ids.filter((id) => id !== branch.id);
+    const recovered = { entries: [...branch.disk.entries], failures: [...branch.disk.failures] };
+    branch.state = initialState(branch.id, BALANCE, {
+      peers,
+      recovered,
+      reads: this.#options.reads ?? "commit",
+    });
+    // What its disk held is its own: a primary without backups has it committed at once.
+    this.#feed(branch, { type: "synced" });
+  }
+
+  // ---- Links ----------------------------------------------------------------------------------------
+
+  /** Breaks the link with `backup`: what is in flight on it is lost, and the backup's requests on it fail. */
+  #break(backup: number): void {
+    const link = this.#links.get(backup) as Link;
+    if (!link.live && link.outstanding.size === 0) return;
+    const wasLive = link.live;
+    link.live = false;
+    link.generation++;
+    this.#messages = this.#messages.filter((message) => message.link?.backup !== backup);
+    const branch = this.#branches.get(backup) as Branch;
+    const outstanding = [...link.outstanding];
+    link.outstanding.clear();
+    const refusal = { type: "refuse", requestId: 0, refusal: UNLINKED } as const;
+    for (const [requestId, kind] of outstanding) this.#feed(branch, answerOf(kind, requestId, refusal));
+    if (wasLive) this.#relink(backup);
+  }
+
+  /** The primary opens its link with `backup` again in a while, and keeps trying while it cannot. */
+  #relink(backup: number): void {
+    this.#after(RELINK_TICKS, () => {
+      const primary = this.#branches.get(this.#primary) as Branch;
+      const link = this.#links.get(backup) as Link;
+      if (primary.state === undefined || link.live) return; // A restart relinks again.
+      const other = this.#branches.get(backup) as Branch;
+      if (other.state === undefined || this.#cut.has(pair(this.#primary, backup))) {
+        return this.#relink(backup);
+      }
+      // The backup names the last position on its disk; it is sent every later one from the primary's.
+      const position = other.disk.entries.length;
+      link.live = true;
+      this.#feed(primary, { type: "linked", backup, position });
+      const missing = primary.disk.entries.slice(position).map(({ entry }) => entry);
+      if (missing.length > 0) this.#sendEntries(backup, missing);
+    });
+  }
+
+  /** The primary sends `entries` to `backup` on their link; the acknowledgement comes back as `replicated`. */
+  #sendEntries(backup: number, entries: readonly Entry[]): void {
+    const link = this.#links.get(backup) as Link;
+    const on = { backup, generation: link.generation };
+    this.#send({
+      channel: `${this.#primary}>${backup}`,
+      link: on,
+      ends: [this.#primary, backup],
+      deliver: () => {
+        const branch = this.#branches.get(backup) as Branch;
+        const outputs: BranchOutput[] = [];
+        for (const entry of entries) {
+          const requestId = branch.nextRequestId++;
+          branch.calls.set(requestId, (output) => outputs.push(output));
+          this.#feed(branch, { type: "entry", requestId, entry });
+          if (outputs.at(-1)?.type === "refuse") break;
+        }
+        // A backup writes a batch before its answer leaves.
+        this.#write(branch);
+        const answer = outputs.find((output) => output.type === "refuse") ?? outputs.at(-1);
+        this.#send({
+          channel: `${backup}>${this.#primary}`,
+          link: on,
+          ends: [this.#primary, backup],
+          deliver: () => {
+            const primary = this.#branches.get(this.#primary) as Branch;
+            if (answer?.type === "ack") {
+              this.#feed(primary, { type: "replicated", backup, position: answer.position });
+            } else {
+              this.#break(backup); // As BranchNode aborts a link whose entries were refused.
+            }
+          },
+        });
+      },
+    });
+  }
+
+  /** A backup's forward or read index, on its link with the primary, fed back as `decided` or `indexed`. */
+  #ask(
+    backup: number,
+    requestId: number,
+    kind: "forward" | "index",
+    input: (id: number) => BranchInput,
+  ): void {
+    const link = this.#links.get(backup) as Link;
+    const branch = this.#branches.get(backup) as Branch;
+    if (!link.live) {
+      return this.#feed(
+        branch,
+        answerOf(kind, requestId, { type: "refuse", requestId: 0, refusal: UNLINKED }),
+      );
+    }
+    link.outstanding.set(requestId, kind);
+    const on = { backup, generation: link.generation };
+    this.#send({
+      channel: `${backup}>${this.#primary}`,
+      link: on,
+      ends: [this.#primary, backup],
+      deliver: () => {
+        const primary = this.#branches.get(this.#primary) as Branch;
+        const id = primary.nextRequestId++;
+        primary.calls.set(id, (output) => {
+          if (link.generation !== on.generation) return; // Its link broke meanwhile: nobody to answer.
+          this.#send({
+            channel: `${this.#primary}>${backup}`,
+            link: on,
+            ends: [this.#primary, backup],
+            deliver: () => {
+              link.outstanding.delete(requestId);
+              this.#feed(branch, answerOf(kind, requestId, output));
+            },
+          });
+        });
+        this.#feed(primary, input(id));
+      },
+    });
+  }
+
+  // ---- A branch's driver ----------------------------------------------------------------------------
+
+  #feed(branch: Branch, input: BranchInput): void {
+    if (branch.state === undefined) return;
+    const { state, outbox } = step(branch.state, input);
+    branch.state = state;
+    for (const output of outbox) this.#carryOut(branch, output);
+  }
+
+  #carryOut(branch: Branch, output: BranchOutput): void {
+    switch (output.type) {
+      case "reply":
+      case "ack":
+      case "index":
+      case "refuse": {
+        const answer = branch.calls.get(output.requestId);
+        branch.calls.delete(output.requestId);
+        return answer?.(output);
+      }
+      case "persist":
+        if (output.entry !== undefined) branch.unwritten.push(output.entry);
+        if (output.failure !== undefined) branch.unwrittenFailures.push(output.failure);
+        if (!isPrimary(branch.state as BranchState)) return; // Written with its batch (#sendEntries).
+        if (this.#options.bug === "shipBeforeWrite" && output.entry !== undefined) {
+          this.#ship([output.entry.entry]);
+        }
+        if (branch.writing === undefined) {
+          // The turn's write: it completes a few ticks later, and then the entries go out.
+          const write = {};
+          branch.writing = write;
+          this.#after(1 + this.#random.below(this.#faults.delay + 1), () => {
+            if (branch.writing !== write) return; // Crashed meanwhile.
+            const written = branch.unwritten.map(({ entry }) => entry);
+            this.#write(branch);
+            if (this.#options.bug !== "shipBeforeWrite") this.#ship(written);
+          });
+        }
+        return;
+      case "forward":
+        return this.#ask(branch.id, output.requestId, "forward", (requestId) => ({
+          type: "forward",
+          requestId,
+          from: branch.id,
+          update: output.update,
+          key: output.key,
+        }));
+      case "askIndex":
+        return this.#ask(
+          branch.id,
+          output.requestId,
+          "index",
+          (requestId) => ({ type: "readIndex", requestId }),
+        );
+    }
+  }
+
+  /** Writes what `branch` persisted to its disk, and tells its core. */
+  #write(branch: Branch): void {
+    branch.disk.entries.push(...branch.unwritten);
+    branch.disk.failures.push(...branch.unwrittenFailures);
+    branch.unwritten = [];
+    branch.unwrittenFailures = [];
+    branch.writing = undefined;
+    this.#feed(branch, { type: "synced" });
+  }
+
+  /** At the primary: sends `entries` to every live backup. */
+  #ship(entries: readonly Entry[]): void {
+    if (entries.length === 0) return;
+    for (const [backup, link] of this.#links) if (link.live) this.#sendEntries(backup, entries);
+  }
+
+  // ---- Customers ------------------------------------------------------------------------------------
+
+  /** Customer `customer`: its requests one after another, each sent again until it is answered. */
+  #customer(customer: number): void {
+    const scripts: Script[] = Array.from({ length: this.#options.requests }, () => {
+      const kind = this.#random.pick(["query", "deposit", "withdraw"] as const);
+      return {
+        branch: this.#random.pick(this.#ids),
+        interface: kind,
+        amount: kind === "query" ? 0 : this.#random.below(80),
+      };
+    });
+    /** The highest position this customer has been answered with, which its queries name. */
+    let seen = 0;
+    const next = (index: number) => {
+      const script = scripts[index];
+      if (script === undefined) {
+        this.#customersLeft--;
+        return;
+      }
+      const invoke = this.#tick;
+      let attempts = 0;
+      /** The attempt whose answer or deadline counts; 0 while waiting to send the next one. */
+      let current = 0;
+      const send = () => {
+        const mine = ++attempts;
+        current = mine;
+        const copies = this.#chance(this.#faults.duplicate) ? 2 : 1;
+        if (copies === 2) this.#injected.duplicates++;
+        for (let copy = 0; copy < copies; copy++) {
+          this.#call(
+            `${customer}/${index}`,
+            script,
+            seen,
+            `${customer}#${index}#${mine}#${copy}`,
+            (output) => {
+              if (mine !== current) return;
+              if (output.type === "reply") {
+                current = -1; // Answered: nothing more counts.
+                seen = Math.max(seen, output.position);
+                this.#requests.push({
+                  type: "request",
+                  customer,
+                  entry: customer - 1,
+                  event: index,
+                  eventId: null,
+                  branch: script.branch,
+                  interface: script.interface,
+                  amount: script.amount,
+                  invoke,
+                  complete: this.#tick,
+                  success: output.success,
+                  balance: output.balance,
+                  position: output.position,
+                });
+                next(index + 1);
+              } else if (output.type === "refuse") {
+                if (output.refusal.code === "INVALID_ARGUMENT") {
+                  throw new Error(`customer ${customer}: ${output.refusal.message}`);
+                }
+                current = 0;
+                this.#after(RETRY_TICKS, send);
+              }
+            },
+          );
+        }
+        this.#after(DEADLINE_TICKS, () => {
+          if (mine === current) send();
+        });
+      };
+      send();
+    };
+    next(0);
+  }
+
+  /** One call of a customer to a branch, on a channel of its own; `answer` gets the reply or refusal. */
+  #call(key: string, script: Script, after: number, channel: string, answer: Answer): void {
+    const { branch: to } = script;
+    this.#send({
+      channel: `customer ${channel}>`,
+      ends: [to],
+      deliver: () => {
+        const branch = this.#branches.get(to) as Branch;
+        if (branch.state === undefined) return; // Nobody listens: the customer's deadline passes.
+        const requestId = branch.nextRequestId++;
+        branch.calls.set(
+          requestId,
+          (output) =>
+            this.#send({ channel: `customer ${channel}<`, ends: [to], deliver: () => answer(output) }),
+        );
+        this.#feed(branch, {
+          type: "request",
+          requestId,
+          interface: script.interface,
+          amount: script.amount,
+          key,
+          after,
+        });
+      },
+    });
+  }
+}
+
+/** What a backup is told when its link with the primary is down or breaks. */
+const UNLINKED = { code: "UNAVAILABLE", message: "no link with the primary" } as const;
+
+/** The input that gives a backup the primary's answer (`output`) to its forward or read index. */
+function answerOf(kind: "forward" | "index", requestId: number, output: BranchOutput): BranchInput {
+  const refusal = output.type === "refuse"
+    ? output.refusal
+    : { code: "INTERNAL", message: output.type } as const;
+  if (kind === "index") {
+    return output.type === "index"
+      ? { type: "indexed", requestId, commit: output.commit, refusal: undefined }
+      : { type: "indexed", requestId, commit: undefined, refusal };
+  }
+  if (output.type === "reply") {
+    const { success, balance, position } = output;
+    return { type: "decided", requestId, decision: { success, balance, position }, refusal: undefined };
+  }
+  return { type: "decided", requestId, decision: undefined, refusal };
+}
+
+/** `items` in an order drawn from `random`. */
+function shuffled<T>(items: readonly T[], random: Random): T[] {
+  const result = [...items];
+  for (let index = result.length - 1; index > 0; index--) {
+    const other = random.below(index + 1);
+    [result[index], result[other]] = [result[other] as T, result[index] as T];
+  }
+  return result;
+}
+
+function pair(a: number, b: number): string {
+  return a < b ? `${a}-${b}` : `${b}-${a}`;
+}
