@@ -690,9 +690,17 @@ function statusName(code: number): RefusalCode | "UNKNOWN" {
   return REFUSAL_CODES.find((candidate) => candidate === name) ?? "UNKNOWN";
 }
 
-function fromServiceError(error: grpc.ServiceError): RpcError {
+/** The RpcError a failed call of this end comes back as. */
+export function fromServiceError(error: grpc.ServiceError): RpcError {
   const name = grpc.status[error.code] as string | undefined;
   // grpc-js ends some details with an empty "Resolution note: ".
   const details = error.details.replace(/\s*Resolution note:\s*$/, "");
+  // When this end's connection fails under a call (the server process died as the request was written:
+  // "write EPIPE", "read ECONNRESET"), grpc-js reports INTERNAL, "Received RST_STREAM with code 2 triggered
+  // by internal client error: ...". The server said nothing: like any broken connection, that is
+  // UNAVAILABLE, and a request with an id may be sent again.
+  if (error.code === grpc.status.INTERNAL && details.includes("triggered by internal client error")) {
+    return new RpcError("UNAVAILABLE", `UNAVAILABLE (grpc-js: INTERNAL): ${details}`);
+  }
   return new RpcError(statusName(error.code), `${name ?? error.code}: ${details}`);
 }
