@@ -8,7 +8,8 @@
  */
 
 import { assertEquals, assertMatch, assertOk } from "./_assert.ts";
-import { freePorts, runEntry, startBranch, type StartedBranch, tempDir } from "./_processes.ts";
+import { Bank } from "./_bank.ts";
+import { runEntry, type StartedBranch, tempDir } from "./_processes.ts";
 import { Random } from "../src/random.ts";
 import { checkHistory } from "../src/checker.ts";
 import { connectAll, finalStates, runCustomers, type TimedResult } from "../src/customer_run.ts";
@@ -19,45 +20,8 @@ import { BranchClient, type RpcError, type WireStatus } from "../src/transport.t
 
 const BALANCE = 1_000;
 const DEADLINE_MS = 2_000;
-
-/** Three branches on fixed loopback ports, each writing its own directory under `root`. */
-class Bank {
-  readonly ports = freePorts(3);
-  readonly branches = new Map<number, StartedBranch>();
-
-  constructor(readonly root: string) {}
-
-  address(id: number): string {
-    return `127.0.0.1:${this.ports[id - 1]}`;
-  }
-
-  /** Starts branch `id` (again, after a kill: same port, same directory). */
-  async start(id: number): Promise<void> {
-    const peers = [1, 2, 3].filter((peer) => peer !== id).flatMap((
-      peer,
-    ) => ["--peer", `${peer}=${this.address(peer)}`]);
-    this.branches.set(
-      id,
-      await startBranch([
-        "--id",
-        String(id),
-        "--balance",
-        String(BALANCE),
-        "--listen",
-        this.address(id),
-        "--data-dir",
-        `${this.root}/branch-${id}`,
-        "--deadline-ms",
-        String(DEADLINE_MS),
-        ...peers,
-      ]),
-    );
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await Promise.all([...this.branches.values()].map((branch) => branch.stop()));
-  }
-}
+/** The bank these tests run: three branches, 1 the primary. */
+const THREE = { size: 3, balance: BALANCE, deadlineMs: DEADLINE_MS };
 
 /** `entries` customer entries of seeded random updates and queries, sent to the branches in `to`. */
 function workload(
@@ -156,8 +120,8 @@ async function runWithFault(
 Deno.test("a backup killed with SIGKILL mid-run recovers from its disk and catches up; no acknowledged update is lost", async () => {
   const seed = Number(Deno.env.get("BANK_SEED") ?? 1);
   await using dir = await tempDir();
-  await using bank = new Bank(dir.path);
-  await Promise.all([1, 2, 3].map((id) => bank.start(id)));
+  await using bank = new Bank(dir.path, THREE);
+  await bank.startAll();
   // Customers use the branches that stay up: with two disks of three, every update still commits.
   const { history } = await runWithFault(bank, 3, [1, 2], seed);
   assertEquals(history.requests.length, 72);
@@ -174,8 +138,8 @@ Deno.test("a backup killed with SIGKILL mid-run recovers from its disk and catch
 Deno.test("the primary killed with SIGKILL mid-run recovers from its disk; retried requests apply once", async () => {
   const seed = Number(Deno.env.get("BANK_SEED") ?? 1) + 1;
   await using dir = await tempDir();
-  await using bank = new Bank(dir.path);
-  await Promise.all([1, 2, 3].map((id) => bank.start(id)));
+  await using bank = new Bank(dir.path, THREE);
+  await bank.startAll();
   // Customers use the backups: their forwards fail while the primary is down, and are retried.
   const { history } = await runWithFault(bank, 1, [2, 3], seed);
   assertEquals(history.requests.length, 72);
@@ -185,8 +149,8 @@ Deno.test("a backup paused with SIGSTOP mid-run, then resumed, catches up; so do
   const seed = Number(Deno.env.get("BANK_SEED") ?? 1) + 2;
   for (const fault of ["pause", "wipe"] as const) {
     await using dir = await tempDir();
-    await using bank = new Bank(dir.path);
-    await Promise.all([1, 2, 3].map((id) => bank.start(id)));
+    await using bank = new Bank(dir.path, THREE);
+    await bank.startAll();
     const { finals } = await runWithFault(bank, 3, [1, 2], seed, fault);
     assertEquals(
       new Set(finals.map(({ balance }) => balance)).size,
@@ -198,8 +162,8 @@ Deno.test("a backup paused with SIGSTOP mid-run, then resumed, catches up; so do
 
 Deno.test("a backup of the quorum that stops answering, its link still up, does not stop commits", async () => {
   await using dir = await tempDir();
-  await using bank = new Bank(dir.path);
-  await Promise.all([1, 2, 3].map((id) => bank.start(id)));
+  await using bank = new Bank(dir.path, THREE);
+  await bank.startAll();
   const primary = new BranchClient(bank.address(1));
   const paused = bank.branches.get(2) as StartedBranch;
   try {
@@ -231,8 +195,8 @@ Deno.test("a backup of the quorum that stops answering, its link still up, does 
 
 Deno.test("a retry after the primary restarts gets the first answer, for a deposit and a failed withdrawal", async () => {
   await using dir = await tempDir();
-  await using bank = new Bank(dir.path);
-  await Promise.all([1, 2, 3].map((id) => bank.start(id)));
+  await using bank = new Bank(dir.path, THREE);
+  await bank.startAll();
   const client = new BranchClient(bank.address(2));
   try {
     await client.waitUntilServing(DEADLINE_MS);
@@ -285,8 +249,8 @@ async function retrying<T>(call: () => Promise<T>): Promise<T> {
 
 Deno.test("updates that arrive together are written together: fewer transactions than entries", async () => {
   await using dir = await tempDir();
-  await using bank = new Bank(dir.path);
-  await Promise.all([1, 2, 3].map((id) => bank.start(id)));
+  await using bank = new Bank(dir.path, THREE);
+  await bank.startAll();
   const client = new BranchClient(bank.address(1));
   try {
     await client.waitUntilServing(DEADLINE_MS);
@@ -310,8 +274,8 @@ Deno.test("updates that arrive together are written together: fewer transactions
 
 Deno.test("main.ts status shows each branch's role and positions, and a backup that is down", async () => {
   await using dir = await tempDir();
-  await using bank = new Bank(dir.path);
-  await Promise.all([1, 2, 3].map((id) => bank.start(id)));
+  await using bank = new Bank(dir.path, THREE);
+  await bank.startAll();
   const addresses = [1, 2, 3].map((id) => bank.address(id));
   const client = new BranchClient(bank.address(1));
   try {
@@ -372,8 +336,8 @@ Deno.test("a backup far behind is caught up in messages of bounded size", async 
   } finally {
     log.close();
   }
-  await using bank = new Bank(dir.path);
-  await Promise.all([1, 2, 3].map((id) => bank.start(id)));
+  await using bank = new Bank(dir.path, THREE);
+  await bank.startAll();
   const client = new BranchClient(bank.address(3));
   try {
     await client.waitUntilServing(30_000);
