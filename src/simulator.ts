@@ -24,8 +24,11 @@
  *   run goes on until every customer is answered and every replica holds the whole log. The history and
  *   the final states then go through the same checker as real runs (src/checker.ts).
  *
- * Not simulated: the thrifty holding of entries for backups outside the quorum (every live backup is sent
- * every entry at once), and the log id of a data directory (there is one bank).
+ * - The primary sends new entries at once only to the backups a commit or a customer waits on (sendAtOnce),
+ *   holds them for the others for up to HOLD_TICKS, and sends a backup what it holds for it when the backup
+ *   asks for anything, as BranchNode does.
+ *
+ * Not simulated: the log id of a data directory (there is one bank).
  *
  * @module
  */
@@ -39,6 +42,7 @@ import {
   isPrimary,
   type ReadMode,
   type Recovered,
+  sendAtOnce,
   step,
 } from "./branch_core.ts";
 import { checkHistory } from "./checker.ts";
@@ -133,6 +137,8 @@ const DEADLINE_TICKS = 150;
 const RETRY_TICKS = 10;
 /** Ticks between the primary's attempts to open a broken link. */
 const RELINK_TICKS = 20;
+/** Ticks the primary may hold entries for a backup outside the quorum (BranchNode: HOLD_MAX_MS). */
+const HOLD_TICKS = 20;
 /** Ticks a crashed branch stays down; a partition lasts. */
 const DOWN_TICKS = 200;
 
@@ -174,6 +180,10 @@ interface Branch {
 interface Link {
   live: boolean;
   generation: number;
+  /** Entries written and not sent yet: the backup is outside the quorum (see #ship). */
+  held: Entry[];
+  /** How many forwards and read indexes of the backup the primary has not answered yet. */
+  asking: number;
   /** At the backup: its forwards and read indexes on this generation, to refuse if the link breaks. */
   readonly outstanding: Map<number, "forward" | "index">;
 }
@@ -196,6 +206,8 @@ class Simulation {
   readonly #links = new Map<number, Link>();
   #messages: Message[] = [];
   readonly #timers: { at: number; run: () => void }[] = [];
+  /** Whether the primary's timer that sends every held entry is set. */
+  #holding = false;
   #tick = 0;
   /** Pairs of branches that cannot reach each other, as "a-b" with a < b. */
   #cut = new Set<string>();
@@ -222,7 +234,9 @@ class Simulation {
       };
       this.#branches.set(id, branch);
       this.#start(branch);
-      if (id !== this.#primary) this.#links.set(id, { live: false, generation: 0, outstanding: new Map() });
+      if (id !== this.#primary) {
+        this.#links.set(id, { live: false, generation: 0, held: [], asking: 0, outstanding: new Map() });
+      }
     }
     for (const backup of this.#links.keys()) this.#relink(backup);
     this.#customersLeft = options.customers;
@@ -273,7 +287,7 @@ class Simulation {
   #settled(): boolean {
     return this.#messages.length === 0 &&
       [...this.#branches.values()].every((branch) => branch.state !== undefined && !branch.writing) &&
-      [...this.#links.values()].every((link) => link.live);
+      [...this.#links.values()].every((link) => link.live && link.held.length === 0);
   }
 
   #deliverOne(): void {
@@ -383,6 +397,8 @@ class Simulation {
     const wasLive = link.live;
     link.live = false;
     link.generation++;
+    link.held = []; // The next link's catch-up starts from the backup's disk.
+    link.asking = 0;
     this.#messages = this.#messages.filter((message) => message.link?.backup !== backup);
     const branch = this.#branches.get(backup) as Branch;
     const outstanding = [...link.outstanding];
@@ -472,8 +488,13 @@ class Simulation {
       deliver: () => {
         const primary = this.#branches.get(this.#primary) as Branch;
         const id = primary.nextRequestId++;
+        // The backup answers its customer only once it has applied what the answer reflects: until then
+        // it is sent every entry at once, starting with those held for it.
+        link.asking++;
+        this.#sendHeld(backup);
         primary.calls.set(id, (output) => {
           if (link.generation !== on.generation) return; // Its link broke meanwhile: nobody to answer.
+          link.asking--;
           this.#send({
             channel: `${this.#primary}>${backup}`,
             link: on,
@@ -555,10 +576,36 @@ class Simulation {
     this.#feed(branch, { type: "synced" });
   }
 
-  /** At the primary: sends `entries` to every live backup. */
+  /**
+   * At the primary: sends `entries` at once to the live backups a commit or a customer waits on, with what
+   * was held for them, and holds them for the others, who are sent all they are held within HOLD_TICKS.
+   */
   #ship(entries: readonly Entry[]): void {
     if (entries.length === 0) return;
-    for (const [backup, link] of this.#links) if (link.live) this.#sendEntries(backup, entries);
+    const live = [...this.#links].filter(([, link]) => link.live).map(([backup]) => backup);
+    const asking = new Set(live.filter((backup) => (this.#links.get(backup) as Link).asking > 0));
+    const now = sendAtOnce(this.#branches.get(this.#primary)?.state as BranchState, live, asking);
+    for (const backup of live) {
+      const link = this.#links.get(backup) as Link;
+      link.held.push(...entries);
+      if (now.has(backup)) this.#sendHeld(backup);
+    }
+    if (!this.#holding && live.some((backup) => (this.#links.get(backup) as Link).held.length > 0)) {
+      this.#holding = true;
+      this.#after(HOLD_TICKS, () => {
+        this.#holding = false;
+        for (const backup of this.#links.keys()) this.#sendHeld(backup);
+      });
+    }
+  }
+
+  /** At the primary: sends `backup` what is held for it, in one message, if its link is live. */
+  #sendHeld(backup: number): void {
+    const link = this.#links.get(backup) as Link;
+    if (!link.live || link.held.length === 0) return;
+    const held = link.held;
+    link.held = [];
+    this.#sendEntries(backup, held);
   }
 
   // ---- Customers ------------------------------------------------------------------------------------
