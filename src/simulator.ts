@@ -147,10 +147,16 @@ export function simulate(options: SimulationOptions): SimulationResult {
   return new Simulation(options).run();
 }
 
+/** A link, by its backup, in one generation: a break drops what was sent on it. */
+interface LinkRef {
+  readonly backup: number;
+  readonly generation: number;
+}
+
 interface Message {
   readonly channel: string;
-  /** The link the message travels on, if any, and its generation: a break drops what it carried. */
-  readonly link?: { readonly backup: number; readonly generation: number };
+  /** The link the message travels on, if any. */
+  readonly link?: LinkRef;
   /** Both ends, for dropping what a crashed branch had in flight. */
   readonly ends: readonly number[];
   /** The first tick it may be delivered at. */
@@ -431,36 +437,26 @@ class Simulation {
   #sendEntries(backup: number, entries: readonly Entry[]): void {
     const link = this.#links.get(backup) as Link;
     const on = { backup, generation: link.generation };
-    this.#send({
-      channel: `${this.#primary}>${backup}`,
-      link: on,
-      ends: [this.#primary, backup],
-      deliver: () => {
-        const branch = this.#branches.get(backup) as Branch;
-        const outputs: BranchOutput[] = [];
-        for (const entry of entries) {
-          const requestId = branch.nextRequestId++;
-          branch.calls.set(requestId, (output) => outputs.push(output));
-          this.#feed(branch, { type: "entry", requestId, entry });
-          if (outputs.at(-1)?.type === "refuse") break;
+    this.#sendOnLink(on, "backup", () => {
+      const branch = this.#branches.get(backup) as Branch;
+      const outputs: BranchOutput[] = [];
+      for (const entry of entries) {
+        const requestId = branch.nextRequestId++;
+        branch.calls.set(requestId, (output) => outputs.push(output));
+        this.#feed(branch, { type: "entry", requestId, entry });
+        if (outputs.at(-1)?.type === "refuse") break;
+      }
+      // A backup writes a batch before its answer leaves.
+      this.#write(branch);
+      const answer = outputs.find((output) => output.type === "refuse") ?? outputs.at(-1);
+      this.#sendOnLink(on, "primary", () => {
+        const primary = this.#branches.get(this.#primary) as Branch;
+        if (answer?.type === "ack") {
+          this.#feed(primary, { type: "replicated", backup, position: answer.position });
+        } else {
+          this.#break(backup); // As BranchNode aborts a link whose entries were refused.
         }
-        // A backup writes a batch before its answer leaves.
-        this.#write(branch);
-        const answer = outputs.find((output) => output.type === "refuse") ?? outputs.at(-1);
-        this.#send({
-          channel: `${backup}>${this.#primary}`,
-          link: on,
-          ends: [this.#primary, backup],
-          deliver: () => {
-            const primary = this.#branches.get(this.#primary) as Branch;
-            if (answer?.type === "ack") {
-              this.#feed(primary, { type: "replicated", backup, position: answer.position });
-            } else {
-              this.#break(backup); // As BranchNode aborts a link whose entries were refused.
-            }
-          },
-        });
-      },
+      });
     });
   }
 
@@ -481,33 +477,29 @@ class Simulation {
     }
     link.outstanding.set(requestId, kind);
     const on = { backup, generation: link.generation };
-    this.#send({
-      channel: `${backup}>${this.#primary}`,
-      link: on,
-      ends: [this.#primary, backup],
-      deliver: () => {
-        const primary = this.#branches.get(this.#primary) as Branch;
-        const id = primary.nextRequestId++;
-        // The backup answers its customer only once it has applied what the answer reflects: until then
-        // it is sent every entry at once, starting with those held for it.
-        link.asking++;
-        this.#sendHeld(backup);
-        primary.calls.set(id, (output) => {
-          if (link.generation !== on.generation) return; // Its link broke meanwhile: nobody to answer.
-          link.asking--;
-          this.#send({
-            channel: `${this.#primary}>${backup}`,
-            link: on,
-            ends: [this.#primary, backup],
-            deliver: () => {
-              link.outstanding.delete(requestId);
-              this.#feed(branch, answerOf(kind, requestId, output));
-            },
-          });
+    this.#sendOnLink(on, "primary", () => {
+      const primary = this.#branches.get(this.#primary) as Branch;
+      const id = primary.nextRequestId++;
+      // The backup answers its customer only once it has applied what the answer reflects: until then
+      // it is sent every entry at once, starting with those held for it.
+      link.asking++;
+      this.#sendHeld(backup);
+      primary.calls.set(id, (output) => {
+        if (link.generation !== on.generation) return; // Its link broke meanwhile: nobody to answer.
+        link.asking--;
+        this.#sendOnLink(on, "backup", () => {
+          link.outstanding.delete(requestId);
+          this.#feed(branch, answerOf(kind, requestId, output));
         });
-        this.#feed(primary, input(id));
-      },
+      });
+      this.#feed(primary, input(id));
     });
+  }
+
+  /** Sends `deliver` on the link `on`, to the primary or to the backup; a break of the link drops it. */
+  #sendOnLink(on: LinkRef, to: "primary" | "backup", deliver: () => void): void {
+    const [from, destination] = to === "primary" ? [on.backup, this.#primary] : [this.#primary, on.backup];
+    this.#send({ channel: `${from}>${destination}`, link: on, ends: [this.#primary, on.backup], deliver });
   }
 
   // ---- A branch's driver ----------------------------------------------------------------------------
