@@ -21,6 +21,8 @@ history and final states as main.ts check does, and prints the seed of each run 
   --branches B     branches per run (default: 1 to 5, by seed)
   --customers C    customers acting at once (default 4)
   --requests R     requests per customer (default 40)
+  --reads MODE     commit (default), or local: queries read a branch's own replica once it has applied what
+                   their customer has seen, which is linearizable with one customer only (--customers 1)
   --no-faults      run without faults
 
 Exit codes: 0 every run held, 1 some did not, 2 bad usage.`;
@@ -34,6 +36,7 @@ export function runSimulate(args: readonly string[]): Promise<number> {
     branches: { type: "string" },
     customers: { type: "string" },
     requests: { type: "string" },
+    reads: { type: "string" },
     "no-faults": { type: "boolean" },
   });
   if (values.help) {
@@ -47,17 +50,28 @@ export function runSimulate(args: readonly string[]): Promise<number> {
   const customers = integerFlag("customers", values.customers, 4);
   const requests = integerFlag("requests", values.requests, 40);
   if (branches === 0) throw new UsageError("--branches: must be at least 1");
+  const reads = values.reads ?? "commit";
+  if (reads !== "commit" && reads !== "local") {
+    throw new UsageError(`--reads: expected commit or local, got "${reads}"`);
+  }
   const faults = values["no-faults"] ? NO_FAULTS : ALL_FAULTS;
   console.log(
     `simulate: ${seeds} runs from seed ${first}, ${branches ?? "1 to 5"} branches, ${customers} customers ` +
-      `x ${requests} requests, ${values["no-faults"] ? "no faults" : "every fault"}`,
+      `x ${requests} requests, ${reads} reads, ${values["no-faults"] ? "no faults" : "every fault"}`,
   );
   const started = performance.now();
   const injected = { linkBreaks: 0, partitions: 0, crashes: 0, duplicates: 0, lostEntries: 0 };
   let answered = 0;
   const failed: number[] = [];
   for (let seed = first; seed < first + seeds; seed++) {
-    const result = simulate({ seed, branches: branches ?? 1 + (seed % 5), customers, requests, faults });
+    const result = simulate({
+      seed,
+      branches: branches ?? 1 + (seed % 5),
+      customers,
+      requests,
+      reads,
+      faults,
+    });
     for (const fault of Object.keys(injected) as (keyof typeof injected)[]) {
       injected[fault] += result.injected[fault];
     }
