@@ -468,16 +468,17 @@ export function majority(count: number): number {
  * At the primary: which of the `live` backups to send a new entry to at once. A commit needs a majority:
  * this branch and `majority - 1` backups, taken as those furthest along the log (ties to the lower id), so
  * that one that stops answering falls behind and out of the set. Every backup `asking` (waiting on the
- * primary for a forward or a read index of its own, which it answers only once it has applied the entry)
- * is sent it at once too. The others may be sent entries later, several at a time: which spares each of
- * them a wake-up per entry (with 50 branches on two cores, waking every backup for every entry is what
- * takes the time). Which backups are sent what, and when, never changes what is committed.
+ * primary for a forward or a read index of its customer's: to answer a query it must have applied what the
+ * read index says, and its customer's next query most likely comes to it) is sent it at once too. The
+ * others may be sent entries later, several at a time: which spares each of them a wake-up per entry
+ * (with 50 branches on two cores, waking every backup for every entry is what takes the time). Which
+ * backups are sent what, and when, never changes what is committed.
  */
 export function sendAtOnce(
   state: BranchState,
-  live: Iterable<number>,
-  asking: ReadonlySet<number>,
+  backups: { readonly live: Iterable<number>; readonly asking: ReadonlySet<number> },
 ): Set<number> {
+  const { live, asking } = backups;
   const matched = (backup: number) => state.matched.get(backup) ?? 0;
   const ranked = [...live].sort((a, b) => matched(b) - matched(a) || a - b);
   const quorum = majority(state.backups.length + 1) - 1;
@@ -489,8 +490,10 @@ export function sendAtOnce(
  * yet or is in every later answer, and nothing after it has been answered to anybody (replies wait for
  * the commit), so no later answer anywhere can reflect less. A backup asks the primary for that position.
  * With local reads a branch answers from its replica when it has applied what the client has seen; a
- * backup that has not asks the primary too (the position is committed, so the primary's is at least it),
- * which also tells the primary to send it what it lacks.
+ * backup that has not asks the primary too, which also tells the primary to send it what it lacks. The
+ * answer is never below what the client has seen, however many clients act: every position anybody was
+ * answered with was committed first, the primary's commit position only grows while it runs, and a
+ * restarted one answers no read index until it is back past everything it recovered (readFloor).
  */
 function query(state: BranchState, requestId: number, after: number): Step {
   if (state.reads === "local" && (isPrimary(state) || after <= state.position)) {

@@ -1,9 +1,10 @@
 /**
  * A branch process's driver: it serves gRPC, feeds each call to the pure core as an input, and carries
  * out the core's outbox: replies, forwards and read indexes; writes to disk, one transaction per turn of
- * the event loop (group commit); and at the primary, entries to every backup, as one batch per turn. It
- * also keeps the primary's links up: a link that breaks is opened again, and the backup is caught up from
- * the primary's disk. No protocol decision is made here.
+ * the event loop (group commit); and at the primary, each turn's entries as one batch, at once to the
+ * backups the core names (sendAtOnce) and within HOLD_MAX_MS to the others. It also keeps the primary's
+ * links up: a link that breaks is opened again, and the backup is caught up from the primary's disk. No
+ * protocol decision is made here.
  *
  * @module
  */
@@ -102,7 +103,10 @@ export class BranchNode {
   readonly #clients = new Map<number, BranchClient>();
   /** At the primary, a link per backup; at a backup, its link from the primary. */
   readonly #links = new Map<number, Link>();
-  /** At the primary: the backups whose link is up and who have been sent the whole log written so far. */
+  /**
+   * At the primary: the backups whose link is up and who have been sent, or are held (#held), the whole log
+   * written so far.
+   */
   readonly #live = new Set<number>();
   /** At the primary: entries written and not sent yet, by live backup outside the quorum (see #ship). */
   readonly #held = new Map<number, Entry[]>();
@@ -246,7 +250,10 @@ export class BranchNode {
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
     for (const relink of this.#relinks.values()) clearTimeout(relink.timer);
+    // Nothing more is sent while the server drains: what backups are held has no one to wait for it.
     clearTimeout(this.#heldTimer);
+    this.#heldTimer = undefined;
+    this.#held.clear();
     for (const link of this.#links.values()) link.end();
     await this.#server?.shutdown(graceMs);
     for (const client of this.#clients.values()) client.close();
@@ -451,9 +458,11 @@ export class BranchNode {
   }
 
   /**
-   * At the primary: `backup` waits on `answered`, and only answers its customer once it has applied
-   * what the answer reflects. Until then it is sent every entry at once; what is held for it goes at the
-   * end of this turn, with the entry its forward becomes if it becomes one (one batch, one write there).
+   * At the primary: `backup` waits on `answered`, a forward or a read index of its customer's. Until it is
+   * answered the backup is sent every entry at once: to answer a query at a read index it must have applied
+   * that far, and its customer's next request (a query naming the position just answered, with local reads)
+   * most likely comes to it too. What is held for it goes at the end of this turn, with the entry its
+   * forward becomes if it becomes one (one batch, one write there).
    */
   #asked(backup: number, answered: Promise<LinkAnswer>): Promise<LinkAnswer> {
     this.#asking.set(backup, (this.#asking.get(backup) ?? 0) + 1);
@@ -557,7 +566,8 @@ export class BranchNode {
    * HOLD_MAX_MS, or at once when they ask the primary for anything.
    */
   #ship(entries: readonly Entry[]): void {
-    const now = sendAtOnce(this.#current(), this.#live, new Set(this.#asking.keys()));
+    if (this.#stopping) return;
+    const now = sendAtOnce(this.#current(), { live: this.#live, asking: new Set(this.#asking.keys()) });
     for (const backup of this.#live) {
       if (now.has(backup)) {
         const held = this.#held.get(backup);
@@ -580,7 +590,7 @@ export class BranchNode {
   /** At the primary: sends `backup` what is held for it, if anything. */
   #sendHeld(backup: number): void {
     const held = this.#held.get(backup);
-    if (held === undefined) return;
+    if (held === undefined || this.#stopping) return;
     this.#held.delete(backup);
     this.#sendBatches(backup, held);
   }

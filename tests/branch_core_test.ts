@@ -196,18 +196,26 @@ Deno.test("the primary goes on while a minority of its backups is away, and neve
 Deno.test("new entries go at once to the backups a commit or a customer waits on, not to every backup", () => {
   const five = initialState(1, 400, { peers: [2, 3, 4, 5] });
   assertEquals(
-    sendAtOnce(five, [2, 3, 4, 5], new Set()),
+    sendAtOnce(five, { live: [2, 3, 4, 5], asking: new Set() }),
     new Set([2, 3]),
     "a majority is this and two backups",
   );
   // Those furthest along make the quorum: a backup that stopped answering falls behind and out of it.
   const { state } = run(five, [deposit(1, 10), deposit(2, 10), synced, replicated(2, 5), replicated(1, 4)]);
-  assertEquals(sendAtOnce(state, [2, 3, 4, 5], new Set()), new Set([5, 4]));
-  assertEquals(sendAtOnce(state, [2, 3, 4, 5], new Set([2])), new Set([5, 4, 2]), "2 waits on a forward");
-  assertEquals(sendAtOnce(state, [2, 3, 4], new Set()), new Set([4, 2]), "5 is down");
-  assertEquals(sendAtOnce(state, [3], new Set()), new Set([3]), "no majority live: send to what there is");
+  assertEquals(sendAtOnce(state, { live: [2, 3, 4, 5], asking: new Set() }), new Set([5, 4]));
+  assertEquals(
+    sendAtOnce(state, { live: [2, 3, 4, 5], asking: new Set([2]) }),
+    new Set([5, 4, 2]),
+    "2 waits on a forward",
+  );
+  assertEquals(sendAtOnce(state, { live: [2, 3, 4], asking: new Set() }), new Set([4, 2]), "5 is down");
+  assertEquals(
+    sendAtOnce(state, { live: [3], asking: new Set() }),
+    new Set([3]),
+    "no majority live: send to what there is",
+  );
   const three = initialState(1, 400, { peers: [2, 3] });
-  assertEquals(sendAtOnce(three, [2, 3], new Set()), new Set([2]));
+  assertEquals(sendAtOnce(three, { live: [2, 3], asking: new Set() }), new Set([2]));
 });
 
 Deno.test("a failed withdrawal is answered only once what it was decided after is committed", () => {
