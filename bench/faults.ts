@@ -7,14 +7,14 @@
  */
 
 import { parseArgs } from "node:util";
-import { quantile, runHarness } from "../tests/_fault_harness.ts";
+import { HARNESS_DEFAULTS, quantile, runHarness } from "../tests/_fault_harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
     runs: { type: "string", default: "10" },
     first: { type: "string", default: "1" },
-    faults: { type: "string", default: "4" },
+    faults: { type: "string", default: String(HARNESS_DEFAULTS.faults) },
   },
 });
 const [runs, first, faults] = [values.runs, values.first, values.faults].map(Number) as [
@@ -29,8 +29,10 @@ for (const [name, value] of [["runs", runs], ["first", first], ["faults", faults
   }
 }
 
+const { branches, customers } = HARNESS_DEFAULTS;
 console.log(
-  `fault harness: ${runs} runs from seed ${first}, 5 branches, 8 customers x 40 requests, ${faults} faults each`,
+  `fault harness: ${runs} runs from seed ${first}, ${branches} branches, ${customers} customers acting ` +
+    `until the faults are over, ${faults} faults each (the first kills the primary)`,
 );
 let [requests, updates, kills, pauses, primaryKills] = [0, 0, 0, 0, 0];
 const recoveries: number[] = [];
@@ -44,7 +46,7 @@ for (let seed = first; seed < first + runs; seed++) {
     updates += report.updates;
     for (const fault of report.faults) {
       if (fault.kind === "pause") pauses++;
-      else if (fault.branch === 1) primaryKills++;
+      else if (fault.branch === 1) primaryKills++; // Branch 1 is the primary.
       else kills++;
     }
     recoveries.push(...report.recoveriesMs);

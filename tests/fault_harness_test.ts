@@ -5,9 +5,11 @@ import { tempDir } from "./_processes.ts";
 Deno.test("five real branches killed, restarted, paused and resumed under concurrent customers lose nothing", async () => {
   const seed = Number(Deno.env.get("BANK_SEED") ?? 1);
   await using dir = await tempDir();
-  const report = await runHarness({ seed, root: dir.path, faults: 4 });
-  assertOk(report.violation === undefined, `seed ${seed}: ${report.violation}`);
-  assertEquals(report.faults.length, 4);
-  assertEquals(report.requests, 8 * 40);
-  assertOk(report.updates > 0);
+  const report = await runHarness({ seed, root: dir.path });
+  // Timing is real: a seed gives the same schedule of faults, not the same run.
+  const faults = report.faults.map(({ kind, branch }) => `${kind} ${branch}`).join(", ");
+  assertOk(report.violation === undefined, `seed ${seed} (${faults}): ${report.violation}`);
+  assertOk(report.updates > 0, `seed ${seed}: no update succeeded`);
+  // The first fault killed the primary, and the bank served again once it was back.
+  assertEquals(report.recoveriesMs.length >= 1, true, faults);
 });
