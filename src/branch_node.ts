@@ -20,11 +20,11 @@ import {
   isPrimary,
   type ReadMode,
   type Refusal,
-  sendAtOnce,
   step,
   type Update,
 } from "./branch_core.ts";
 import { deadline } from "./deadline.ts";
+import { Holding } from "./holding.ts";
 import { type Batch, Storage } from "./storage.ts";
 import { decodeEntry, decodeForward, decodeRequest, encodeResponse } from "./wire_codec.ts";
 import {
@@ -104,15 +104,13 @@ export class BranchNode {
   /** At the primary, a link per backup; at a backup, its link from the primary. */
   readonly #links = new Map<number, Link>();
   /**
-   * At the primary: the backups whose link is up and who have been sent, or are held (#held), the whole log
+   * At the primary: the backups whose link is up and who have been sent, or are held (#holding), the whole log
    * written so far.
    */
   readonly #live = new Set<number>();
   /** At the primary: entries written and not sent yet, by live backup outside the quorum (see #ship). */
-  readonly #held = new Map<number, Entry[]>();
+  readonly #holding = new Holding();
   #heldTimer: ReturnType<typeof setTimeout> | undefined;
-  /** At the primary: how many forwards and read indexes each backup is waiting on. */
-  readonly #asking = new Map<number, number>();
   /** Waiting for a link: at a backup, the primary's; at the primary, a backup's to be live. */
   readonly #arrivals = new Map<number, () => void>();
   /** At the primary: timers that open a broken link again, and the wait before the next try, by backup. */
@@ -253,7 +251,7 @@ export class BranchNode {
     // Nothing more is sent while the server drains: what backups are held has no one to wait for it.
     clearTimeout(this.#heldTimer);
     this.#heldTimer = undefined;
-    this.#held.clear();
+    this.#holding.clear();
     for (const link of this.#links.values()) link.end();
     await this.#server?.shutdown(graceMs);
     for (const client of this.#clients.values()) client.close();
@@ -277,7 +275,7 @@ export class BranchNode {
     link.onBroken((cause) => {
       if (this.#links.get(backup) === link) this.#links.delete(backup);
       this.#live.delete(backup);
-      this.#held.delete(backup); // The catch-up of the next link starts from the backup's disk.
+      this.#holding.forget(backup); // The catch-up of the next link starts from the backup's disk.
       this.#linkFailures.set(backup, cause.message);
       if (this.#stopping) return;
       const relink = this.#relinks.get(backup) ?? { waitMs: RELINK_FIRST_MS };
@@ -465,14 +463,10 @@ export class BranchNode {
    * forward becomes if it becomes one (one batch, one write there).
    */
   #asked(backup: number, answered: Promise<LinkAnswer>): Promise<LinkAnswer> {
-    this.#asking.set(backup, (this.#asking.get(backup) ?? 0) + 1);
+    this.#holding.asked(backup);
     // After #write, if the request scheduled one: this turn's entries and the held ones go together.
-    if (this.#held.has(backup)) setImmediate(() => this.#sendHeld(backup));
-    return answered.finally(() => {
-      const left = (this.#asking.get(backup) ?? 1) - 1;
-      if (left === 0) this.#asking.delete(backup);
-      else this.#asking.set(backup, left);
-    });
+    setImmediate(() => this.#sendHeld(backup));
+    return answered.finally(() => this.#holding.answered(backup));
   }
 
   /** Registers an inbound call, feeds it to the core, and resolves with `encode` of the core's answer. */
@@ -567,32 +561,22 @@ export class BranchNode {
    */
   #ship(entries: readonly Entry[]): void {
     if (this.#stopping) return;
-    const now = sendAtOnce(this.#current(), { live: this.#live, asking: new Set(this.#asking.keys()) });
-    for (const backup of this.#live) {
-      if (now.has(backup)) {
-        const held = this.#held.get(backup);
-        this.#held.delete(backup);
-        this.#sendBatches(backup, held === undefined ? entries : [...held, ...entries]);
-      } else {
-        const held = this.#held.get(backup);
-        if (held === undefined) this.#held.set(backup, [...entries]);
-        else held.push(...entries);
-      }
+    for (const [backup, batch] of this.#holding.ship(this.#current(), this.#live, entries)) {
+      this.#sendBatches(backup, batch);
     }
-    if (this.#held.size > 0 && this.#heldTimer === undefined) {
+    if (this.#holding.holding && this.#heldTimer === undefined) {
       this.#heldTimer = setTimeout(() => {
         this.#heldTimer = undefined;
-        for (const backup of [...this.#held.keys()]) this.#sendHeld(backup);
+        for (const backup of this.#holding.heldFor()) this.#sendHeld(backup);
       }, HOLD_MAX_MS);
     }
   }
 
   /** At the primary: sends `backup` what is held for it, if anything. */
   #sendHeld(backup: number): void {
-    const held = this.#held.get(backup);
-    if (held === undefined || this.#stopping) return;
-    this.#held.delete(backup);
-    this.#sendBatches(backup, held);
+    if (this.#stopping) return;
+    const held = this.#holding.take(backup);
+    if (held !== undefined) this.#sendBatches(backup, held);
   }
 
   /** At the primary: sends `entries` to live `backup`, in messages of at most ENTRIES_PER_MESSAGE_MAX. */

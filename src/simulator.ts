@@ -27,8 +27,8 @@
  *   run goes on until every customer is answered and every replica holds the whole log. The history and
  *   the final states then go through the same checker as real runs (src/checker.ts).
  *
- * Where it drives the cores differently from BranchNode, and so could miss a bug of the driver's: the
- * holding of entries is written again here rather than shared; a broken link is seen by both ends at
+ * Where it drives the cores differently from BranchNode, and so could miss a bug of the driver's (the
+ * holding of entries is src/holding.ts, shared; the timer and the sending are each driver's own): a broken link is seen by both ends at
  * once, and a relink and its catch-up happen in one step; there is no paused or slow branch (a message
  * waits at most a few ticks, less than the hold), no deadline on entries sent, no splitting of long
  * catch-ups into messages, no wiped disk, and no log id (there is one bank).
@@ -45,10 +45,10 @@ import {
   isPrimary,
   type ReadMode,
   type Recovered,
-  sendAtOnce,
   step,
 } from "./branch_core.ts";
 import { checkHistory } from "./checker.ts";
+import { Holding } from "./holding.ts";
 import type { History, HistoryRequest } from "./history.ts";
 import type { Interface } from "./input.ts";
 import { Random } from "./random.ts";
@@ -189,10 +189,6 @@ interface Branch {
 interface Link {
   live: boolean;
   generation: number;
-  /** Entries written and not sent yet: the backup is outside the quorum (see #ship). */
-  held: Entry[];
-  /** How many forwards and read indexes of the backup the primary has not answered yet. */
-  asking: number;
   /** At the backup: its forwards and read indexes on this generation, to refuse if the link breaks. */
   readonly outstanding: Map<number, "forward" | "index">;
 }
@@ -215,8 +211,10 @@ class Simulation {
   readonly #links = new Map<number, Link>();
   #messages: Message[] = [];
   readonly #timers: { at: number; run: () => void }[] = [];
+  /** The primary's: what it holds for backups outside the quorum; lost when it crashes. */
+  #holding = new Holding();
   /** Whether the primary's timer that sends every held entry is set. */
-  #holding = false;
+  #holdTimer = false;
   #tick = 0;
   /** Pairs of branches that cannot reach each other, as "a-b" with a < b. */
   #cut = new Set<string>();
@@ -244,7 +242,7 @@ class Simulation {
       this.#branches.set(id, branch);
       this.#start(branch);
       if (id !== this.#primary) {
-        this.#links.set(id, { live: false, generation: 0, held: [], asking: 0, outstanding: new Map() });
+        this.#links.set(id, { live: false, generation: 0, outstanding: new Map() });
       }
     }
     for (const backup of this.#links.keys()) this.#relink(backup);
@@ -296,7 +294,7 @@ class Simulation {
   #settled(): boolean {
     return this.#messages.length === 0 &&
       [...this.#branches.values()].every((branch) => branch.state !== undefined && !branch.writing) &&
-      [...this.#links.values()].every((link) => link.live && link.held.length === 0);
+      [...this.#links.values()].every((link) => link.live) && !this.#holding.holding;
   }
 
   #deliverOne(): void {
@@ -375,8 +373,12 @@ class Simulation {
     branch.calls.clear();
     // Its connections close: what it had in flight is lost, and its links break.
     this.#messages = this.#messages.filter((message) => !message.ends.includes(branch.id));
-    if (branch.id === this.#primary) { for (const backup of this.#links.keys()) this.#break(backup); }
-    else this.#break(branch.id);
+    if (branch.id === this.#primary) {
+      for (const backup of this.#links.keys()) this.#break(backup);
+      this.#holding = new Holding();
+    } else {
+      this.#break(branch.id);
+    }
   }
 
   #restart(branch: Branch): void {
@@ -406,8 +408,7 @@ class Simulation {
     const wasLive = link.live;
     link.live = false;
     link.generation++;
-    link.held = []; // The next link's catch-up starts from the backup's disk.
-    link.asking = 0;
+    this.#holding.forget(backup); // The next link's catch-up starts from the backup's disk.
     this.#messages = this.#messages.filter((message) => message.link?.backup !== backup);
     const branch = this.#branches.get(backup) as Branch;
     const outstanding = [...link.outstanding];
@@ -485,11 +486,12 @@ class Simulation {
       const id = primary.nextRequestId++;
       // Until it is answered, the backup is sent every entry at once, starting with those held for it
       // (see BranchNode's #asked).
-      link.asking++;
+      const holding = this.#holding;
+      holding.asked(backup);
       this.#sendHeld(backup);
       primary.calls.set(id, (output) => {
+        holding.answered(backup);
         if (link.generation !== on.generation) return; // Its link broke meanwhile: nobody to answer.
-        link.asking--;
         this.#sendOnLink(on, "backup", () => {
           link.outstanding.delete(requestId);
           this.#feed(branch, answerOf(kind, requestId, output));
@@ -578,29 +580,21 @@ class Simulation {
   #ship(entries: readonly Entry[]): void {
     if (entries.length === 0) return;
     const live = [...this.#links].filter(([, link]) => link.live).map(([backup]) => backup);
-    const asking = new Set(live.filter((backup) => (this.#links.get(backup) as Link).asking > 0));
-    const now = sendAtOnce(this.#branches.get(this.#primary)?.state as BranchState, { live, asking });
-    for (const backup of live) {
-      const link = this.#links.get(backup) as Link;
-      link.held.push(...entries);
-      if (now.has(backup)) this.#sendHeld(backup);
-    }
-    if (!this.#holding && live.some((backup) => (this.#links.get(backup) as Link).held.length > 0)) {
-      this.#holding = true;
+    const state = this.#branches.get(this.#primary)?.state as BranchState;
+    for (const [backup, batch] of this.#holding.ship(state, live, entries)) this.#sendEntries(backup, batch);
+    if (!this.#holdTimer && this.#holding.holding) {
+      this.#holdTimer = true;
       this.#after(HOLD_TICKS, () => {
-        this.#holding = false;
-        for (const backup of this.#links.keys()) this.#sendHeld(backup);
+        this.#holdTimer = false;
+        for (const backup of this.#holding.heldFor()) this.#sendHeld(backup);
       });
     }
   }
 
-  /** At the primary: sends `backup` what is held for it, in one message, if its link is live. */
+  /** At the primary: sends `backup` what is held for it, in one message, if anything. */
   #sendHeld(backup: number): void {
-    const link = this.#links.get(backup) as Link;
-    if (!link.live || link.held.length === 0) return;
-    const held = link.held;
-    link.held = [];
-    this.#sendEntries(backup, held);
+    const held = this.#holding.take(backup);
+    if (held !== undefined) this.#sendEntries(backup, held);
   }
 
   // ---- Customers ------------------------------------------------------------------------------------
