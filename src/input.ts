@@ -128,15 +128,24 @@ function validateCustomer(
   fail: Fail,
 ): CustomerEntry {
   const id = safeInteger(entry.id, `${at}.id`, fail);
-  const events = entry.events;
-  if (events === undefined) fail(`${at}.events`, "missing, expected an array of events");
+  // The logical-clock exercise of the same course names the list "customer-requests", and each event's id
+  // "customer-request-id".
+  if (entry.events !== undefined && entry["customer-requests"] !== undefined) {
+    fail(at, 'both "events" and "customer-requests": expected one list of events');
+  }
+  const field = entry["customer-requests"] !== undefined ? "customer-requests" : "events";
+  const listAt = field === "events" ? `${at}.events` : `${at}["customer-requests"]`;
+  const events = entry[field];
+  if (events === undefined) {
+    fail(`${at}.events`, 'missing, expected an array of events (or "customer-requests")');
+  }
   if (!Array.isArray(events)) {
-    return fail(`${at}.events`, `expected an array of events, got ${describe(events)}`);
+    return fail(listAt, `expected an array of events, got ${describe(events)}`);
   }
   return {
     id,
     events: events.map((event: unknown, index: number) => {
-      const eventAt = `${at}.events[${index}]`;
+      const eventAt = `${listAt}[${index}]`;
       if (!isRecord(event)) return fail(eventAt, `expected an object, got ${describe(event)}`);
       return validateEvent(event, eventAt, id, branchIds, fail);
     }),
@@ -150,7 +159,12 @@ function validateEvent(
   branchIds: ReadonlySet<number>,
   fail: Fail,
 ): Event {
-  const eventId = event.id === undefined ? undefined : safeInteger(event.id, `${at}.id`, fail);
+  if (event.id !== undefined && event["customer-request-id"] !== undefined) {
+    fail(at, 'both "id" and "customer-request-id": expected one event id');
+  }
+  const idField = event["customer-request-id"] !== undefined ? "customer-request-id" : "id";
+  const idAt = idField === "id" ? `${at}.id` : `${at}["customer-request-id"]`;
+  const eventId = event[idField] === undefined ? undefined : safeInteger(event[idField], idAt, fail);
   const name = event.interface;
   if (name === undefined) fail(`${at}.interface`, `missing, expected one of ${INTERFACES.join(", ")}`);
   if (!INTERFACES.includes(name as Interface)) {

@@ -157,11 +157,46 @@ Deno.test("parseScenario() rejects events that are not an array, or not objects"
   );
   assertEquals(
     problem(input(branch(1), { type: "customer", id: 1 })),
-    "in.json: [1].events: missing, expected an array of events",
+    'in.json: [1].events: missing, expected an array of events (or "customer-requests")',
   );
   assertEquals(
     problem(input(branch(1), customer(1, [[]]))),
     "in.json: [1].events[0]: expected an object, got an array",
+  );
+});
+
+Deno.test('parseScenario() reads the logical-clock exercise\'s "customer-requests" and "customer-request-id"', () => {
+  const scenario = parseScenario(
+    input(branch(1), branch(2), {
+      type: "customer",
+      id: 1,
+      "customer-requests": [
+        { "customer-request-id": 1, interface: "deposit", money: 10 },
+        { "customer-request-id": 2, interface: "withdraw", money: 10 },
+      ],
+    }),
+    "in.json",
+  );
+  assertEquals(scenario.customers[0]?.events, [
+    { id: 1, interface: "deposit", amount: 10, branch: 1 },
+    { id: 2, interface: "withdraw", amount: 10, branch: 1 },
+  ]);
+  const requests = (events: unknown) => ({ type: "customer", id: 1, "customer-requests": events });
+  assertEquals(
+    problem(input(branch(1), requests([{ "customer-request-id": -1, interface: "query" }]))),
+    'in.json: [1]["customer-requests"][0]["customer-request-id"]: expected a non-negative safe integer, got -1',
+  );
+  assertEquals(
+    problem(input(branch(1), requests([{ "customer-request-id": 1, id: 1, interface: "query" }]))),
+    'in.json: [1]["customer-requests"][0]: both "id" and "customer-request-id": expected one event id',
+  );
+  assertEquals(
+    problem(input(branch(1), { ...customer(1, []), "customer-requests": [] })),
+    'in.json: [1]: both "events" and "customer-requests": expected one list of events',
+  );
+  assertEquals(
+    problem(input(branch(1), requests({}))),
+    'in.json: [1]["customer-requests"]: expected an array of events, got an object',
   );
 });
 
