@@ -202,5 +202,6 @@ async function send(
     throw new CustomerError(`${where}: malformed reply ${JSON.stringify(response)}`);
   }
   session.seen = Math.max(session.seen, position);
-  return { interface: event.interface, success: response.success, balance, position, invoke, complete };
+  const { interface: kind, branch } = event;
+  return { interface: kind, branch, success: response.success, balance, position, invoke, complete };
 }

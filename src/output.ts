@@ -1,5 +1,5 @@
 /**
- * Rendering what each customer entry received, in the three output formats.
+ * Rendering what each customer entry received, in the output formats.
  *
  * @module
  */
@@ -13,6 +13,8 @@ export interface Reply {
   readonly success: boolean;
   /** The branch's balance after the operation, in units. */
   readonly balance: number;
+  /** The branch that answered. */
+  readonly branch: number;
 }
 
 /** What one customer entry received: its id and one reply per event, in event order. */
@@ -22,10 +24,10 @@ export interface EntryResult {
 }
 
 /** The output formats `--format` accepts. */
-export type Format = "json" | "legacy" | "seed";
+export type Format = "json" | "legacy" | "seed" | "per-event";
 
 /** The formats, default first. */
-export const FORMATS: readonly Format[] = ["json", "legacy", "seed"];
+export const FORMATS: readonly Format[] = ["json", "legacy", "seed", "per-event"];
 
 /**
  * Renders the results as the text of an output file.
@@ -34,11 +36,19 @@ export const FORMATS: readonly Format[] = ["json", "legacy", "seed"];
  *   report `"balance"`.
  * - `legacy`: one Python-style dict per line, as graders of the course exercise read it.
  * - `seed`: one Python-style dict per line, exactly as the original Python program printed it.
+ * - `per-event`: like `json`, but an entry per event, each reply naming its branch, as the course's
+ *   client-centric consistency exercise writes it (a customer there visits several branches).
  */
 export function renderOutput(results: readonly EntryResult[], format: Format): string {
   switch (format) {
     case "json":
-      return results.length === 0 ? "[]\n" : `[\n${results.map(jsonLine).join(",\n")}\n]\n`;
+      return jsonArray(results.map((result) => jsonLine(result, jsonReply)));
+    case "per-event":
+      return jsonArray(
+        results.flatMap((result) =>
+          result.recv.map((reply) => jsonLine({ ...result, recv: [reply] }, eventReply))
+        ),
+      );
     case "legacy":
       return results.map((result) => `${pythonLine(result, legacyReply)}\n`).join("");
     case "seed":
@@ -46,13 +56,25 @@ export function renderOutput(results: readonly EntryResult[], format: Format): s
   }
 }
 
-function jsonLine(result: EntryResult): string {
-  const recv = result.recv.map((reply) =>
-    reply.interface === "query"
-      ? `{"interface": "query", "balance": ${reply.balance}}`
-      : `{"interface": "${reply.interface}", "result": "${reply.success ? "success" : "fail"}"}`
-  );
-  return `{"id": ${result.id}, "recv": [${recv.join(", ")}]}`;
+function jsonArray(lines: readonly string[]): string {
+  return lines.length === 0 ? "[]\n" : `[\n${lines.join(",\n")}\n]\n`;
+}
+
+function jsonLine(result: EntryResult, reply: (reply: Reply) => string): string {
+  return `{"id": ${result.id}, "recv": [${result.recv.map(reply).join(", ")}]}`;
+}
+
+function jsonReply(reply: Reply): string {
+  return reply.interface === "query"
+    ? `{"interface": "query", "balance": ${reply.balance}}`
+    : `{"interface": "${reply.interface}", "result": "${reply.success ? "success" : "fail"}"}`;
+}
+
+function eventReply(reply: Reply): string {
+  const at = `"interface": "${reply.interface}", "branch": ${reply.branch}`;
+  return reply.interface === "query"
+    ? `{${at}, "balance": ${reply.balance}}`
+    : `{${at}, "result": "${reply.success ? "success" : "fail"}"}`;
 }
 
 function legacyReply(reply: Reply): string {

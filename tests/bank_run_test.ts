@@ -16,6 +16,14 @@ const EXAMPLE_SEED = `{'id': 1, 'recv': [{'interface': 'query', 'success': True,
 {'id': 2, 'recv': [{'interface': 'deposit', 'success': True}, {'interface': 'query', 'success': True, 'money': 570}]}
 {'id': 3, 'recv': [{'interface': 'withdraw', 'success': True}, {'interface': 'query', 'success': True, 'money': 500}]}
 `;
+const EXAMPLE_PER_EVENT = `[
+{"id": 1, "recv": [{"interface": "query", "branch": 1, "balance": 400}]},
+{"id": 2, "recv": [{"interface": "deposit", "branch": 2, "result": "success"}]},
+{"id": 2, "recv": [{"interface": "query", "branch": 2, "balance": 570}]},
+{"id": 3, "recv": [{"interface": "withdraw", "branch": 3, "result": "success"}]},
+{"id": 3, "recv": [{"interface": "query", "branch": 3, "balance": 500}]}
+]
+`;
 
 function assertAllStopped(stderr: string, expected: number): void {
   const pids = childPids(stderr);
@@ -36,9 +44,10 @@ Deno.test("main.ts writes output.txt for the shipped Input.json, and leaves no p
   );
 });
 
-Deno.test("main.ts --format legacy and --format seed write the older line formats", async () => {
+Deno.test("main.ts --format legacy, seed and per-event write the other formats", async () => {
   await using dir = await tempDir();
-  for (const [format, expected] of [["legacy", EXAMPLE_LEGACY], ["seed", EXAMPLE_SEED]]) {
+  const formats = [["legacy", EXAMPLE_LEGACY], ["seed", EXAMPLE_SEED], ["per-event", EXAMPLE_PER_EVENT]];
+  for (const [format, expected] of formats) {
     const output = `${dir.path}/${format}.txt`;
     const run = await runEntry("main.ts", [
       "run",
@@ -158,7 +167,7 @@ Deno.test("main.ts refuses unknown flags and formats as usage errors", async () 
   assertMatch(flag.stderr, /^bank: Unknown option '--colour'/);
   const format = await runEntry("main.ts", [`${ROOT}/Input.json`, "--format", "xml"]);
   assertEquals(format.code, 2);
-  assertMatch(format.stderr, /--format: expected one of json, legacy, seed/);
+  assertMatch(format.stderr, /--format: expected one of json, legacy, seed, per-event/);
 });
 
 Deno.test("main.ts fails with exit 1 naming the branch whose port is taken, and stops the others", async () => {
