@@ -6,7 +6,7 @@
  */
 
 import { AtomicFile } from "./atomic_file.ts";
-import { primaryOf } from "./branch_core.ts";
+import { primaryOf, type Propagation } from "./branch_core.ts";
 import type { BackupAddress, BranchPlan } from "./branch_cli.ts";
 import type {
   CustomerAddress,
@@ -28,6 +28,10 @@ export interface BankRunOptions {
   readonly outputPath: string;
   /** Whether every customer entry runs at once, rather than one after another. */
   readonly concurrent: boolean;
+  /** When the primary answers an update (see Propagation in src/branch_core.ts). */
+  readonly propagation: Propagation;
+  /** Whether requests carry what the customers have seen (Request.after). */
+  readonly session: boolean;
   /** Where to write the run's history (src/history.ts), if anywhere. */
   readonly historyPath: string | undefined;
   readonly format: Format;
@@ -176,8 +180,10 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
   const primaryIndex = ids.indexOf(primaryOf(ids));
   // Customers acting one at a time (the default) may be answered from each branch's own replica, once it
   // has applied what the customers have seen; at once, queries must read at the primary's commit position
-  // (see ReadMode in src/branch_core.ts).
-  const reads = ["--reads", options.concurrent ? "commit" : "local"];
+  // (see ReadMode in src/branch_core.ts). With async propagation every branch answers from its replica:
+  // reading what a customer may miss there is the point.
+  const local = !options.concurrent || options.propagation === "async";
+  const reads = ["--reads", local ? "local" : "commit", "--propagation", options.propagation];
   const branches: Child[] = [];
   for (const index of [primaryIndex, ...ids.keys().filter((index) => index !== primaryIndex)]) {
     const { id, balance } = scenario.branches[index] as Scenario["branches"][number];
@@ -206,6 +212,7 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
     input: scenarioToJson(scenario),
     finalStates: options.historyPath !== undefined,
     concurrent: options.concurrent,
+    session: options.session,
   };
   customer.send(JSON.stringify(input)).catch(() => {});
   return { customer, branches };

@@ -33,6 +33,8 @@ Runs one branch: a gRPC server holding a replica of the account's balance.
                        linearizable whatever the clients do; local: from this replica once it has applied
                        the position the client names (Request.after), which is linearizable while one
                        client sends one request at a time
+  --propagation P      sync (default): the primary answers an update once a majority of the branches
+                       has it on disk; async: once it is on its own disk (see --propagation in main.ts)
   --data-dir DIR       where the branch keeps its log (created if need be; a restarted branch recovers
                        from it); default: a fresh temporary directory, removed when the branch stops
   --control-stdin      (used by main) read peers from stdin, stop when stdin closes
@@ -52,6 +54,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
     "deadline-ms": { type: "string" },
     "start-timeout-ms": { type: "string" },
     reads: { type: "string" },
+    propagation: { type: "string" },
     "data-dir": { type: "string" },
     "control-stdin": { type: "boolean" },
     help: { type: "boolean" },
@@ -70,6 +73,10 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   if (reads !== "commit" && reads !== "local") {
     throw new UsageError(`--reads: expected commit or local, got "${reads}"`);
   }
+  const propagation = values.propagation ?? "sync";
+  if (propagation !== "sync" && propagation !== "async") {
+    throw new UsageError(`--propagation: expected sync or async, got "${propagation}"`);
+  }
   // Started by hand, SIGINT or SIGTERM stops the branch gracefully from here on, even while it waits for
   // its links; under main, stdin closing stops it instead (and it ignores SIGINT).
   const stopRequested = values["control-stdin"] ? undefined : signalled();
@@ -86,6 +93,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
       listen: values.listen ?? "127.0.0.1:0",
       forwardDeadlineMs: deadlineMs,
       reads,
+      propagation,
       dataDir: values["data-dir"] ?? temporary as string,
     }, { peers, startTimeoutMs, stopRequested, control: values["control-stdin"] === true });
   } finally {

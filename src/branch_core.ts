@@ -217,6 +217,16 @@ export interface PendingRead {
 export type ReadMode = "commit" | "local";
 
 /**
+ * When the primary answers an update. `sync`: once it is on a majority of the disks (committed), so that
+ * nothing answered is ever lost and any later read anywhere reflects it. `async`: once it is on the
+ * primary's own disk, before any backup has it, as the course's client-centric consistency exercise has
+ * it: a customer that moves on to another branch may read a balance without its own update, unless its
+ * requests carry its session (Request.after). Not linearizable, and an answered update is lost if the
+ * primary's disk is.
+ */
+export type Propagation = "sync" | "async";
+
+/**
  * An immutable map that only grows, for the primary's record of decided requests, which grows with every
  * keyed update: copying it on each one, as the rest of the state is copied, would make a run quadratic.
  * Versions share one underlying Map, which holds each entry with the version that added it; a version sees
@@ -295,6 +305,7 @@ export interface Decided extends Omit<Waiting, "requestId" | "durable"> {
 export interface BranchState {
   readonly id: number;
   readonly reads: ReadMode;
+  readonly propagation: Propagation;
   /** The primary's id: the lowest id of all the branches. */
   readonly primary: number;
   /** The view this branch is in (see {@linkcode Entry.view}). */
@@ -333,6 +344,11 @@ export interface BranchState {
   readonly decided: Remembered<Decided>;
   /** At a backup: forwarded updates waiting for the primary's decision, by request id. */
   readonly forwarded: ReadonlyMap<number, Interface>;
+  /**
+   * At a backup: queries waiting for the primary's commit position, by request id, with the position their
+   * client has seen (Request.after), which the answer must reflect too.
+   */
+  readonly indexing: ReadonlyMap<number, number>;
 }
 
 /** The result of one step. */
@@ -353,6 +369,8 @@ export interface StateOptions {
   readonly peers: readonly number[];
   /** How it answers queries; default "commit". */
   readonly reads?: ReadMode;
+  /** When the primary answers an update; default "sync". */
+  readonly propagation?: Propagation;
   /** Its log as it last wrote it; default none. */
   readonly recovered?: Recovered;
 }
@@ -362,7 +380,8 @@ export interface StateOptions {
  * (`options.recovered`), or before any update.
  */
 export function initialState(id: number, balance: number, options: StateOptions): BranchState {
-  const { peers, reads = "commit", recovered = { entries: [], failures: [] } } = options;
+  const { peers, reads = "commit", propagation = "sync", recovered = { entries: [], failures: [] } } =
+    options;
   assert(
     Number.isSafeInteger(balance) && balance >= 0,
     `balance ${balance} is not a safe non-negative integer`,
@@ -397,6 +416,7 @@ export function initialState(id: number, balance: number, options: StateOptions)
   return {
     id,
     reads,
+    propagation,
     primary,
     view: 0,
     backups: id === primary ? [...peers] : [],
@@ -411,6 +431,7 @@ export function initialState(id: number, balance: number, options: StateOptions)
     reading: [],
     decided,
     forwarded: new Map(),
+    indexing: new Map(),
   };
 }
 
@@ -491,15 +512,18 @@ export function sendAtOnce(
  * the commit), so no later answer anywhere can reflect less. A backup asks the primary for that position.
  * With local reads a branch answers from its replica when it has applied what the client has seen; a
  * backup that has not asks the primary too, which also tells the primary to send it what it lacks. The
- * answer is never below what the client has seen, however many clients act: every position anybody was
- * answered with was committed first, the primary's commit position only grows while it runs, and a
- * restarted one answers no read index until it is back past everything it recovered (readFloor).
+ * answer then waits for whichever is later, the primary's commit position or what the client has seen: with
+ * sync propagation that is the commit position (every position anybody was answered with was committed
+ * first), but with async propagation the client may have seen an update not committed yet.
  */
 function query(state: BranchState, requestId: number, after: number): Step {
   if (state.reads === "local" && (isPrimary(state) || after <= state.position)) {
     return awaitRead(state, { requestId, kind: "query", at: after });
   }
-  if (!isPrimary(state)) return { state, outbox: [{ type: "askIndex", requestId }] };
+  if (!isPrimary(state)) {
+    const indexing = new Map(state.indexing).set(requestId, after);
+    return { state: { ...state, indexing }, outbox: [{ type: "askIndex", requestId }] };
+  }
   return awaitRead(state, { requestId, kind: "query", at: 0 });
 }
 
@@ -670,10 +694,12 @@ function advance(state: BranchState): Step {
 
 /**
  * At the primary: sends every held answer whose position is committed (and whose decision is durable),
- * in order, and every read that may be answered; adds them to `outbox`.
+ * in order, and every read that may be answered; adds them to `outbox`. With async propagation, an answer
+ * waits only for this branch's own disk.
  */
 function release(state: BranchState, outbox: readonly BranchOutput[]): Step {
-  const ready = (answer: Waiting) => answer.position <= state.commit && answer.durable;
+  const answered = state.propagation === "sync" ? state.commit : state.synced;
+  const ready = (answer: Waiting) => answer.position <= answered && answer.durable;
   const now = state.waiting.filter(ready);
   if (now.length === 0) return serveReads(state, outbox);
   return serveReads(
@@ -732,15 +758,19 @@ function answerQuery(
   commit: number | undefined,
   refusal: Refusal | undefined,
 ): Step {
+  const after = state.indexing.get(requestId) ?? 0;
+  const indexing = new Map(state.indexing);
+  indexing.delete(requestId);
+  const next = { ...state, indexing };
   if (commit === undefined) {
     const why = refusal ?? { code: "INTERNAL", message: "the primary gave no commit position" };
-    return refuse(state, requestId, why.code, `read index from the primary failed: ${why.message}`);
+    return refuse(next, requestId, why.code, `read index from the primary failed: ${why.message}`);
   }
   // The primary's commit position is committed: learn it, as far as this replica holds it.
-  return awaitRead(learnCommit(state, Math.min(commit, state.position)), {
+  return awaitRead(learnCommit(next, Math.min(commit, next.position)), {
     requestId,
     kind: "query",
-    at: commit,
+    at: Math.max(commit, after),
   });
 }
 

@@ -18,6 +18,7 @@ import {
   type Entry,
   initialState,
   isPrimary,
+  type Propagation,
   type ReadMode,
   type Refusal,
   step,
@@ -55,6 +56,8 @@ export interface BranchNodeOptions {
   readonly forwardDeadlineMs: number;
   /** How queries are answered (see ReadMode). */
   readonly reads: ReadMode;
+  /** When the primary answers an update (see Propagation); default "sync". */
+  readonly propagation?: Propagation;
   /** Where the branch keeps its database; it recovers from what is there. */
   readonly dataDir: string;
   /** Where to say what happened to links (a line each); stderr by default. */
@@ -184,8 +187,9 @@ export class BranchNode {
     const self = this.#options.id;
     assert(this.#layout === undefined, `branch ${self} configured twice`);
     assert(this.#server !== undefined, "branch server not started");
-    const { balance, reads } = this.#options;
-    const state = initialState(self, balance, { peers, reads, recovered: this.#storage.recover() });
+    const { balance, reads, propagation = "sync" } = this.#options;
+    const recovered = this.#storage.recover();
+    const state = initialState(self, balance, { peers, reads, propagation, recovered });
     this.#layout = state;
     for (const [peer, link] of this.#links) {
       // Opened before this branch knew its place: by a branch that may not be its primary, or of a log

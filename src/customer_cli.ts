@@ -38,6 +38,8 @@ Runs the customer entries of INPUT, one after another, against running branches,
   --start-timeout-ms MS  how long to wait for every branch to serve (default 30000)
   --concurrent           run every customer entry at once (each entry's events still in order); start
                          the branches with --reads commit (their default) for linearizable answers
+  --no-session           requests do not carry what the customers have seen (Request.after): a branch
+                         with --reads local then answers from its replica at once, perhaps stale
   --plan-stdin           (used by main) read the input, then the addresses, as JSON lines from stdin`;
 
 /** The first line `main` sends a customer process on its standard input: the input, as validated by main. */
@@ -47,6 +49,8 @@ export interface CustomerInput {
   readonly finalStates: boolean;
   /** Whether to run every customer entry at once. */
   readonly concurrent: boolean;
+  /** Whether requests carry what the customers have seen (Request.after). */
+  readonly session: boolean;
 }
 
 /** One line per customer entry, printed as soon as the entry is done. */
@@ -84,6 +88,7 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
     "start-timeout-ms": { type: "string" },
     "plan-stdin": { type: "boolean" },
     concurrent: { type: "boolean" },
+    "no-session": { type: "boolean" },
     help: { type: "boolean" },
   });
   if (values.help) {
@@ -94,7 +99,8 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
   const startTimeoutMs = durationFlag("start-timeout-ms", values["start-timeout-ms"], 30_000);
   if (values["plan-stdin"]) {
     const lines = readLines(Deno.stdin.readable);
-    const { input, finalStates: finals, concurrent } = JSON.parse(await nextLine(lines)) as CustomerInput;
+    const plan = JSON.parse(await nextLine(lines)) as CustomerInput;
+    const { input, finalStates: finals, concurrent } = plan;
     const scenario = validateScenario(input, "plan");
     using clients = disposable(new Map());
     // This process is main's readiness check (main itself never loads grpc-js). Each branch is watched
@@ -118,6 +124,7 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
       deadlineMs,
       concurrent,
       session,
+      carrySession: plan.session,
       onResult: (result, entry) => console.log(JSON.stringify({ entry, result } satisfies CustomerResult)),
     });
     if (finals) {
@@ -137,6 +144,7 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
   const results = await runCustomers(scenario.customers, clients.map, {
     deadlineMs,
     concurrent: values.concurrent ?? false,
+    carrySession: !values["no-session"],
   });
   await Deno.stdout.write(new TextEncoder().encode(renderOutput(results, format)));
   return 0;

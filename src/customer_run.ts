@@ -44,6 +44,9 @@ export interface CustomerRunOptions {
   readonly concurrent?: boolean;
   /** What the customers have seen, carried from request to request; a fresh one by default. */
   readonly session?: Session;
+  /** Whether requests carry the session (Request.after); default true. Without, a branch that reads its
+   * own replica answers at once, whatever the customers have seen. */
+  readonly carrySession?: boolean;
   /** How many times a request is sent at most (default 4). */
   readonly attempts?: number;
 }
@@ -162,9 +165,9 @@ async function send(
   event: Event,
   requestId: number,
   session: Session,
-  options: { readonly deadlineMs: number; readonly attempts?: number },
+  options: { readonly deadlineMs: number; readonly attempts?: number; readonly carrySession?: boolean },
 ): Promise<TimedReply> {
-  const { deadlineMs, attempts = ATTEMPTS } = options;
+  const { deadlineMs, attempts = ATTEMPTS, carrySession = true } = options;
   const where = `customer ${customer}, event ${
     event.id ?? `#${index}`
   } (${event.interface} at branch ${event.branch})`;
@@ -175,7 +178,7 @@ async function send(
     amount: event.amount,
     customer_id: customer,
     request_id: requestId,
-    after: session.seen,
+    after: carrySession ? session.seen : 0,
   };
   let response: WireResponse;
   const invoke = performance.now();

@@ -27,6 +27,11 @@ received to the output file.
   --concurrent         run every customer entry at once (each entry's events still in order), as the
                        original program did; the output keeps its order
   --history PATH       also write the run's history, one JSON line per request, for main.ts check
+  --propagation P      sync (default): an update is answered once a majority of the branches has it;
+                       async: once the primary has it, before any other branch does (the course's
+                       client-centric exercise): a customer that moves on may read a stale balance
+  --no-session         customers do not send what they have seen (Request.after) with their requests:
+                       with --propagation async, reads at another branch may miss their own updates
   --port-base N        branch ID listens on 127.0.0.1:N+ID (default: free ports)
   --deadline-ms MS     deadline of each attempt of a request (default 10000); an update forwarded to
                        the primary gets half of it, and an entry sent to a backup a quarter
@@ -78,6 +83,8 @@ async function runMain(args: readonly string[]): Promise<number> {
     output: { type: "string" },
     history: { type: "string" },
     concurrent: { type: "boolean" },
+    propagation: { type: "string" },
+    "no-session": { type: "boolean" },
     format: { type: "string" },
     "port-base": { type: "string" },
     "deadline-ms": { type: "string" },
@@ -98,6 +105,10 @@ async function runMain(args: readonly string[]): Promise<number> {
   if (values["data-dir"] === "") {
     throw new UsageError("--data-dir: expected a directory, got an empty string");
   }
+  const propagation = values.propagation ?? "sync";
+  if (propagation !== "sync" && propagation !== "async") {
+    throw new UsageError(`--propagation: expected sync or async, got "${propagation}"`);
+  }
   const supervisor = new Supervisor();
   const interrupt = () => supervisor.fail(new Interrupted("SIGINT"));
   const terminate = () => supervisor.fail(new Interrupted("SIGTERM"));
@@ -109,6 +120,8 @@ async function runMain(args: readonly string[]): Promise<number> {
       outputPath: values.output ?? "output.txt",
       historyPath: values.history,
       concurrent: values.concurrent ?? false,
+      propagation,
+      session: !values["no-session"],
       format,
       portBase: values["port-base"] === undefined
         ? undefined

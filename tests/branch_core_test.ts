@@ -101,6 +101,23 @@ Deno.test("with local reads, a backup behind what the client saw asks the primar
   assertEquals(backup.outbox.at(-1), reply(7, "query", 410, 1));
 });
 
+Deno.test("with async propagation the primary answers on its own disk; a read that asks it waits for what its client saw", () => {
+  const primary = run(initialState(1, 400, { peers: [2, 3], propagation: "async" }), [
+    deposit(1, 10),
+    synced,
+  ]);
+  assertEquals(primary.outbox.at(-1), reply(1, "deposit", 410, 1), "before any backup has it");
+  assertEquals(primary.state.commit, 0);
+  // A backup asked by a client that saw position 1 asks the primary, whose commit position is still 0.
+  const backup = run(initialState(3, 400, { peers: [1, 2], reads: "local", propagation: "async" }), [
+    query(7, 1),
+    { type: "indexed", requestId: 7, commit: 0, refusal: undefined },
+  ]);
+  assertEquals(backup.outbox, [{ type: "askIndex", requestId: 7 }], "position 1 is not applied here yet");
+  const applied = run(backup.state, [entry(1, 1, { kind: "deposit", amount: 10 })]);
+  assertEquals(applied.outbox.at(-1), reply(7, "query", 410, 1));
+});
+
 Deno.test("the primary answers a query at its commit position, not at an update still replicating", () => {
   const { outbox } = run(initialState(1, 400, { peers: [2] }), [deposit(1, 10), query(7)]);
   assertEquals(outbox.at(-1), reply(7, "query", 400, 0));
