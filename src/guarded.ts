@@ -42,8 +42,17 @@ export async function guarded(
       console.error(`${name}: ${error.message}`);
     } else throw error; // A broken invariant is a bug: crash with its stack.
     if (error instanceof Interrupted) return error.signal === "SIGINT" ? 130 : 143;
-    return error instanceof InputError || error instanceof UsageError ? 2 : 1;
+    return isBadInput(error) ? 2 : 1;
   } finally {
     if (options.control) Deno.removeSignalListener("SIGINT", ignore);
   }
+}
+
+/**
+ * Whether `error` is the user's to fix: bad input or usage (exit 2). A function of its own: inside
+ * guarded(), after the checks above have narrowed `error`, TypeScript checking all of src/ at once took
+ * UsageError for InputError, which it had ruled out already, and refused the expression.
+ */
+function isBadInput(error: unknown): boolean {
+  return error instanceof InputError || error instanceof UsageError;
 }
