@@ -203,7 +203,10 @@ export interface PendingRead {
   readonly requestId: number;
   /** "query": a customer's, answered with a reply; "index": a backup's read index. */
   readonly kind: "query" | "index";
-  /** At a backup: the position it must have applied first. At the primary: unused (readFloor rules). */
+  /**
+   * At a backup: the position it must have applied first. At the primary: the position the client has seen,
+   * which the answer reflects too (it waits only for readFloor).
+   */
   readonly at: number;
 }
 
@@ -512,9 +515,10 @@ export function sendAtOnce(
  * the commit), so no later answer anywhere can reflect less. A backup asks the primary for that position.
  * With local reads a branch answers from its replica when it has applied what the client has seen; a
  * backup that has not asks the primary too, which also tells the primary to send it what it lacks. The
- * answer then waits for whichever is later, the primary's commit position or what the client has seen: with
- * sync propagation that is the commit position (every position anybody was answered with was committed
- * first), but with async propagation the client may have seen an update not committed yet.
+ * answer then reflects whichever is later, the commit position or what the client has seen. The client may
+ * have seen a position not committed yet: an update answered with async propagation, or a local read at a
+ * backup that had applied more than was committed (with several clients); answering at the commit position
+ * then would take that client back in time.
  */
 function query(state: BranchState, requestId: number, after: number): Step {
   if (state.reads === "local" && (isPrimary(state) || after <= state.position)) {
@@ -524,7 +528,8 @@ function query(state: BranchState, requestId: number, after: number): Step {
     const indexing = new Map(state.indexing).set(requestId, after);
     return { state: { ...state, indexing }, outbox: [{ type: "askIndex", requestId }] };
   }
-  return awaitRead(state, { requestId, kind: "query", at: 0 });
+  // The primary has applied everything it answered; a position beyond its log names no update of it.
+  return awaitRead(state, { requestId, kind: "query", at: Math.min(after, state.position) });
 }
 
 /** Adds `read` to the reads waiting, and answers whatever may be answered now (it, most often). */
@@ -550,7 +555,8 @@ function serveReads(state: BranchState, outbox: readonly BranchOutput[]): Step {
     if (read.kind === "index") return { type: "index", requestId: read.requestId, commit: state.commit };
     if (local) return reply(read.requestId, "query", true, state.balance, state.position);
     // At a backup the primary's commit position may be behind what this backup has heard is committed
-    // since; either is committed, and the later one reflects more.
+    // since; either is committed, and the later one reflects more. The client may have seen more still
+    // (see query).
     const at = Math.max(read.at, state.commit);
     return reply(read.requestId, "query", true, balanceAt(state, at), at);
   });
@@ -742,8 +748,12 @@ function answerForwarded(
     const why = refusal ?? { code: "INTERNAL", message: "the primary gave no decision" };
     return refuse(next, requestId, why.code, `forward to the primary failed: ${why.message}`);
   }
+  // With sync propagation the decision's position is committed (the primary answered only then).
+  const learned = state.propagation === "sync"
+    ? learnCommit(next, Math.min(decision.position, next.position))
+    : next;
   return {
-    state: learnCommit(next, Math.min(decision.position, next.position)),
+    state: learned,
     outbox: [reply(requestId, kind, decision.success, decision.balance, decision.position)],
   };
 }
@@ -758,7 +768,8 @@ function answerQuery(
   commit: number | undefined,
   refusal: Refusal | undefined,
 ): Step {
-  const after = state.indexing.get(requestId) ?? 0;
+  const after = state.indexing.get(requestId);
+  assert(after !== undefined, `request ${requestId} did not ask for a read index`);
   const indexing = new Map(state.indexing);
   indexing.delete(requestId);
   const next = { ...state, indexing };

@@ -15,7 +15,13 @@ export class Bank {
 
   constructor(
     readonly root: string,
-    readonly options: { readonly size: number; readonly balance: number; readonly deadlineMs: number },
+    readonly options: {
+      readonly size: number;
+      readonly balance: number;
+      readonly deadlineMs: number;
+      /** More flags for every branch, such as ["--propagation", "async"]. */
+      readonly flags?: readonly string[];
+    },
   ) {
     this.ids = Array.from({ length: options.size }, (_, index) => index + 1);
     this.ports = freePorts(options.size);
@@ -53,6 +59,7 @@ export class Bank {
         `${this.root}/branch-${id}`,
         "--deadline-ms",
         String(this.options.deadlineMs),
+        ...this.options.flags ?? [],
         ...peers,
       ]),
     );

@@ -201,6 +201,9 @@ Deno.test("main.ts refuses unknown flags and formats as usage errors", async () 
   const format = await runEntry("main.ts", [`${ROOT}/Input.json`, "--format", "xml"]);
   assertEquals(format.code, 2);
   assertMatch(format.stderr, /--format: expected one of json, legacy, seed, per-event/);
+  const propagation = await runEntry("main.ts", [`${ROOT}/Input.json`, "--propagation", "eventual"]);
+  assertEquals(propagation.code, 2);
+  assertMatch(propagation.stderr, /--propagation: expected sync or async, got "eventual"/);
 });
 
 Deno.test("main.ts fails with exit 1 naming the branch whose port is taken, and stops the others", async () => {

@@ -116,6 +116,9 @@ Deno.test("with async propagation the primary answers on its own disk; a read th
   assertEquals(backup.outbox, [{ type: "askIndex", requestId: 7 }], "position 1 is not applied here yet");
   const applied = run(backup.state, [entry(1, 1, { kind: "deposit", amount: 10 })]);
   assertEquals(applied.outbox.at(-1), reply(7, "query", 410, 1));
+  // The primary, reading at its commit position, reads at least what the client saw.
+  const own = run(primary.state, [query(8, 1)]);
+  assertEquals(own.outbox.at(-1), reply(8, "query", 410, 1));
 });
 
 Deno.test("the primary answers a query at its commit position, not at an update still replicating", () => {

@@ -357,3 +357,27 @@ Deno.test("a backup far behind is caught up in messages of bounded size", async 
     client.close();
   }
 });
+
+Deno.test("with --propagation async the primary answers an update that no backup has; with sync it waits", async () => {
+  for (const propagation of ["async", "sync"]) {
+    await using dir = await tempDir();
+    await using bank = new Bank(dir.path, { ...THREE, flags: ["--propagation", propagation] });
+    await bank.startAll();
+    const primary = new BranchClient(bank.address(1));
+    const backups = [bank.branch(2), bank.branch(3)];
+    try {
+      await primary.waitUntilServing(DEADLINE_MS);
+      for (const backup of backups) backup.signal("SIGSTOP");
+      const deposit = { id: 0, interface: "deposit", money: 10, amount: 10, customer_id: 7, request_id: 1 };
+      const answer = await primary.deliver(deposit, 500).catch((error: RpcError) => error);
+      if (propagation === "async") {
+        assertEquals("success" in answer ? [answer.success, answer.balance] : answer, [true, BALANCE + 10]);
+      } else {
+        assertEquals("code" in answer ? answer.code : answer, "DEADLINE_EXCEEDED", "no majority has it");
+      }
+    } finally {
+      for (const backup of backups) backup.signal("SIGCONT");
+      primary.close();
+    }
+  }
+});
