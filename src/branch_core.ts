@@ -142,6 +142,8 @@ export type BranchInput =
     readonly requestId: number;
     readonly commit: number | undefined;
     readonly refusal: Refusal | undefined;
+    /** The last position of the primary's log (with `commit`). */
+    readonly end: number | undefined;
   };
 
 /** What the core asks the driver to do. */
@@ -162,7 +164,13 @@ export type BranchOutput =
   /** Answer the entry `requestId`: applied, leaving this replica at `balance`. */
   | { readonly type: "ack"; readonly requestId: number; readonly balance: number; readonly position: number }
   /** Answer the read index request `requestId` with the commit position. */
-  | { readonly type: "index"; readonly requestId: number; readonly commit: number }
+  | {
+    readonly type: "index";
+    readonly requestId: number;
+    readonly commit: number;
+    /** The last position of this primary's log. */
+    readonly end: number;
+  }
   /** Answer the inbound call `requestId` with an error status. */
   | { readonly type: "refuse"; readonly requestId: number; readonly refusal: Refusal }
   /**
@@ -473,7 +481,7 @@ export function step(state: BranchState, input: BranchInput): Step {
     case "decided":
       return answerForwarded(state, input.requestId, input.decision, input.refusal);
     case "indexed":
-      return answerQuery(state, input.requestId, input.commit, input.refusal);
+      return answerQuery(state, input);
   }
 }
 
@@ -521,6 +529,7 @@ export function sendAtOnce(
  * then would take that client back in time.
  */
 function query(state: BranchState, requestId: number, after: number): Step {
+  if (isPrimary(state) && after > state.position) return pastTheLog(state, requestId, after, state.position);
   if (state.reads === "local" && (isPrimary(state) || after <= state.position)) {
     return awaitRead(state, { requestId, kind: "query", at: after });
   }
@@ -528,8 +537,8 @@ function query(state: BranchState, requestId: number, after: number): Step {
     const indexing = new Map(state.indexing).set(requestId, after);
     return { state: { ...state, indexing }, outbox: [{ type: "askIndex", requestId }] };
   }
-  // The primary has applied everything it answered; a position beyond its log names no update of it.
-  return awaitRead(state, { requestId, kind: "query", at: Math.min(after, state.position) });
+  // The primary has applied everything it answered.
+  return awaitRead(state, { requestId, kind: "query", at: after });
 }
 
 /** Adds `read` to the reads waiting, and answers whatever may be answered now (it, most often). */
@@ -552,7 +561,9 @@ function serveReads(state: BranchState, outbox: readonly BranchOutput[]): Step {
   const now = state.reading.filter(ready);
   if (now.length === 0) return { state, outbox };
   const answers = now.map((read): BranchOutput => {
-    if (read.kind === "index") return { type: "index", requestId: read.requestId, commit: state.commit };
+    if (read.kind === "index") {
+      return { type: "index", requestId: read.requestId, commit: state.commit, end: state.position };
+    }
     if (local) return reply(read.requestId, "query", true, state.balance, state.position);
     // At a backup the primary's commit position may be behind what this backup has heard is committed
     // since; either is committed, and the later one reflects more. The client may have seen more still
@@ -762,12 +773,8 @@ function answerForwarded(
  * At a backup: answer a query at the primary's commit position, once this replica has applied it. (It
  * may not have yet: a commit needs only a majority of the disks.)
  */
-function answerQuery(
-  state: BranchState,
-  requestId: number,
-  commit: number | undefined,
-  refusal: Refusal | undefined,
-): Step {
+function answerQuery(state: BranchState, input: Extract<BranchInput, { type: "indexed" }>): Step {
+  const { requestId, commit, refusal, end = 0 } = input;
   const after = state.indexing.get(requestId);
   assert(after !== undefined, `request ${requestId} did not ask for a read index`);
   const indexing = new Map(state.indexing);
@@ -777,12 +784,24 @@ function answerQuery(
     const why = refusal ?? { code: "INTERNAL", message: "the primary gave no commit position" };
     return refuse(next, requestId, why.code, `read index from the primary failed: ${why.message}`);
   }
+  if (after > end) return pastTheLog(next, requestId, after, end);
   // The primary's commit position is committed: learn it, as far as this replica holds it.
   return awaitRead(learnCommit(next, Math.min(commit, next.position)), {
     requestId,
     kind: "query",
     at: Math.max(commit, after),
   });
+}
+
+/**
+ * A query naming a position (Request.after) that the primary's log does not reach: no reply of this bank
+ * ever reflected it (the client's session is of another bank, or of a run on fresh data directories).
+ * Waiting for it would wait forever.
+ */
+function pastTheLog(state: BranchState, requestId: number, after: number, end: number): Step {
+  const message = `the request has seen position ${after}, past the end of the log (${end}): its session ` +
+    "is of another bank, or of a run on other data directories";
+  return refuse(state, requestId, "INVALID_ARGUMENT", message);
 }
 
 function notPrimary(state: BranchState, requestId: number): Step {

@@ -419,7 +419,7 @@ export class BranchNode {
    */
   #linkHandler(peer: number, link: Link): LinkRequestHandler {
     const answer = (output: Answering): LinkAnswer =>
-      output.type === "index" ? { success: true, balance: 0, position: output.commit } : {
+      output.type === "index" ? { success: true, balance: 0, position: output.commit, end: output.end } : {
         success: output.type === "reply" ? output.success : true,
         balance: output.balance,
         position: output.position,
@@ -668,9 +668,16 @@ export class BranchNode {
 
   #askIndex(requestId: number): void {
     this.#sendToPrimary({ read: {} }).then(
-      ({ position }) => this.#feed({ type: "indexed", requestId, commit: position, refusal: undefined }),
+      ({ position, end = 0 }) =>
+        this.#feed({ type: "indexed", requestId, commit: position, end, refusal: undefined }),
       (error: RpcError) =>
-        this.#feed({ type: "indexed", requestId, commit: undefined, refusal: refusal(error) }),
+        this.#feed({
+          type: "indexed",
+          requestId,
+          commit: undefined,
+          end: undefined,
+          refusal: refusal(error),
+        }),
     );
   }
 

@@ -712,8 +712,8 @@ function answerOf(kind: "forward" | "index", requestId: number, output: BranchOu
     : { code: "INTERNAL", message: output.type } as const;
   if (kind === "index") {
     return output.type === "index"
-      ? { type: "indexed", requestId, commit: output.commit, refusal: undefined }
-      : { type: "indexed", requestId, commit: undefined, refusal };
+      ? { type: "indexed", requestId, commit: output.commit, end: output.end, refusal: undefined }
+      : { type: "indexed", requestId, commit: undefined, end: undefined, refusal };
   }
   if (output.type === "reply") {
     const { success, balance, position } = output;

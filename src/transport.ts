@@ -85,6 +85,8 @@ export interface LinkAnswer {
   /** Units. */
   readonly balance: number;
   readonly position: number;
+  /** To a read index: the last position of the primary's log (Answer.end); 0 otherwise. */
+  readonly end?: number;
 }
 
 /** A call that ended with an error status, or an answer a handler wants to send as one. */
@@ -417,6 +419,7 @@ interface WireAnswer {
   readonly code: number;
   readonly message: string;
   readonly position: number;
+  readonly end: number;
 }
 
 /** `LinkMessage` of proto/bank.proto as grpc-js decodes it. */
@@ -607,14 +610,15 @@ export class Link {
   #answer(request: WireLinkMessage & WireLinkRequest): void {
     const { seq } = request;
     this.#onRequest(request).then(
-      ({ success, balance, position }) =>
-        this.#write({ seq, answer: { success, balance, position, code: 0, message: "" } }),
+      ({ success, balance, position, end = 0 }) =>
+        this.#write({ seq, answer: { success, balance, position, end, code: 0, message: "" } }),
       (error: unknown) => {
         const { code, details } = toServiceError(error);
         const answer = {
           success: false,
           balance: 0,
           position: 0,
+          end: 0,
           code: code ?? grpc.status.INTERNAL,
           message: details ?? "",
         };
@@ -659,7 +663,8 @@ export class Link {
     // which is cheaper than clearing it and setting it again for the next request.
     this.#inFlight.delete(seq);
     if (answer.code === 0) {
-      inFlight.resolve({ success: answer.success, balance: answer.balance, position: answer.position });
+      const { success, balance, position, end } = answer;
+      inFlight.resolve({ success, balance, position, end });
     } else inFlight.reject(new RpcError(statusName(answer.code), answer.message));
   }
 

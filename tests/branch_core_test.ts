@@ -95,7 +95,13 @@ Deno.test("with local reads, a branch answers from its replica once it has appli
 Deno.test("with local reads, a backup behind what the client saw asks the primary, then waits to apply it", () => {
   const behind = run(initialState(2, 400, { peers: [1], reads: "local" }), [query(7, 1)]);
   assertEquals(behind.outbox, [{ type: "askIndex", requestId: 7 }], "position 1 has not arrived yet");
-  const indexed = run(behind.state, [{ type: "indexed", requestId: 7, commit: 1, refusal: undefined }]);
+  const indexed = run(behind.state, [{
+    type: "indexed",
+    requestId: 7,
+    commit: 1,
+    end: 1,
+    refusal: undefined,
+  }]);
   assertEquals(indexed.outbox, [], "the primary's commit position is 1, not applied here yet");
   const backup = run(indexed.state, [entry(1, 1, { kind: "deposit", amount: 10 })]);
   assertEquals(backup.outbox.at(-1), reply(7, "query", 410, 1));
@@ -111,7 +117,7 @@ Deno.test("with async propagation the primary answers on its own disk; a read th
   // A backup asked by a client that saw position 1 asks the primary, whose commit position is still 0.
   const backup = run(initialState(3, 400, { peers: [1, 2], reads: "local", propagation: "async" }), [
     query(7, 1),
-    { type: "indexed", requestId: 7, commit: 0, refusal: undefined },
+    { type: "indexed", requestId: 7, commit: 0, end: 1, refusal: undefined },
   ]);
   assertEquals(backup.outbox, [{ type: "askIndex", requestId: 7 }], "position 1 is not applied here yet");
   const applied = run(backup.state, [entry(1, 1, { kind: "deposit", amount: 10 })]);
@@ -119,6 +125,21 @@ Deno.test("with async propagation the primary answers on its own disk; a read th
   // The primary, reading at its commit position, reads at least what the client saw.
   const own = run(primary.state, [query(8, 1)]);
   assertEquals(own.outbox.at(-1), reply(8, "query", 410, 1));
+});
+
+Deno.test("a query naming a position past the end of the primary's log is refused, at a backup or the primary", () => {
+  const backup = run(initialState(2, 400, { peers: [1], reads: "local" }), [
+    query(7, 9),
+    { type: "indexed", requestId: 7, commit: 0, end: 1, refusal: undefined },
+  ]);
+  assertEquals(kinds(backup.outbox), ["askIndex", "INVALID_ARGUMENT"]);
+  assertEquals(backup.state.reading, [], "nothing left waiting");
+  const primary = run(initialState(1, 400, { peers: [2] }), [query(7, 1)]);
+  assertEquals(kinds(primary.outbox), ["INVALID_ARGUMENT"]);
+  assertMatch(
+    (primary.outbox[0] as Extract<BranchOutput, { type: "refuse" }>).refusal.message,
+    /seen position 1, past the end of the log \(0\)/,
+  );
 });
 
 Deno.test("the primary answers a query at its commit position, not at an update still replicating", () => {
@@ -137,6 +158,7 @@ Deno.test("a backup answers a query at the primary's commit position, with its o
     type: "indexed",
     requestId: 7,
     commit: 1,
+    end: 2,
     refusal: undefined,
   }]);
   assertEquals(outbox, [reply(7, "query", 410, 1)]);
@@ -146,18 +168,28 @@ Deno.test("a backup answers a query at the primary's commit position, with its o
 Deno.test("a backup behind the primary's commit position answers once it gets there; a failed read index is refused", () => {
   const asked = run(initialState(2, 400, { peers: [1] }), [query(7), query(8)]);
   const held = run(asked.state, [
-    { type: "indexed", requestId: 7, commit: 1, refusal: undefined },
-    { type: "indexed", requestId: 8, commit: undefined, refusal: { code: "UNAVAILABLE", message: "gone" } },
+    { type: "indexed", requestId: 7, commit: 1, end: 1, refusal: undefined },
+    {
+      type: "indexed",
+      requestId: 8,
+      commit: undefined,
+      end: undefined,
+      refusal: { code: "UNAVAILABLE", message: "gone" },
+    },
   ]);
   assertEquals(kinds(held.outbox), ["UNAVAILABLE"], "query 7 waits for position 1");
   const { outbox } = run(held.state, [entry(1, 1, { kind: "withdraw", amount: 30 })]);
   assertEquals(outbox.at(-1), reply(7, "query", 370, 1));
 });
 
-Deno.test("the primary answers a read index with its commit position; a backup refuses one", () => {
-  assertEquals(run(initialState(1, 400, { peers: [2] }), [{ type: "readIndex", requestId: 3 }]).outbox, [
-    { type: "index", requestId: 3, commit: 0 },
-  ]);
+Deno.test("the primary answers a read index with its commit position and its log's end; a backup refuses one", () => {
+  const primary = initialState(1, 400, { peers: [2] });
+  assertEquals(run(primary, [deposit(1, 10), synced, { type: "readIndex", requestId: 3 }]).outbox.at(-1), {
+    type: "index",
+    requestId: 3,
+    commit: 0,
+    end: 1,
+  });
   assertEquals(
     kinds(run(initialState(2, 400, { peers: [1] }), [{ type: "readIndex", requestId: 3 }]).outbox),
     [
@@ -504,7 +536,7 @@ Deno.test("a restarted primary answers no read until a majority holds all it rec
   const held = run(restarted, [query(7), { type: "readIndex", requestId: 8 }]);
   assertEquals(held.outbox, []);
   const { outbox } = run(held.state, [replicated(2, 3)]);
-  assertEquals(outbox, [reply(7, "query", 130, 2), { type: "index", requestId: 8, commit: 2 }]);
+  assertEquals(outbox, [reply(7, "query", 130, 2), { type: "index", requestId: 8, commit: 2, end: 2 }]);
 });
 
 Deno.test("initialState() refuses a log that does not add up", () => {

@@ -203,7 +203,7 @@ Deno.test("a backup takes a new link from its primary in place of the old, namin
   assertEquals(await first.next(), {
     seq: "1",
     kind: "answer",
-    answer: { success: true, balance: "110", position: "1", code: 0, message: "" },
+    answer: { success: true, balance: "110", position: "1", end: "0", code: 0, message: "" },
   });
   // A primary that restarted, or lost its link, opens a new one: it replaces the old, and learns from its
   // headers which entries the backup needs.
@@ -297,6 +297,7 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
       success: false,
       balance: "0",
       position: "0",
+      end: "0",
       code: grpc.status.INVALID_ARGUMENT,
       message: "branch 2 is not the primary",
     },
@@ -309,6 +310,7 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
       success: false,
       balance: "0",
       position: "0",
+      end: "0",
       code: grpc.status.ABORTED,
       message: "entry at position 2, but branch 2 expects position 1",
     },
@@ -325,7 +327,7 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
   assertEquals(await link.next(), {
     seq: "3",
     kind: "answer",
-    answer: { success: true, balance: "150", position: "1", code: 0, message: "" },
+    answer: { success: true, balance: "150", position: "1", end: "0", code: 0, message: "" },
   });
   // A customer's withdrawal at the backup comes here as a forward; the backup answers its customer with
   // this end's decision, after applying the entry that carries it.
@@ -344,7 +346,7 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
     assertEquals(await link.next(), {
       seq: "4",
       kind: "answer",
-      answer: { success: true, balance: "120", position: "2", code: 0, message: "" },
+      answer: { success: true, balance: "120", position: "2", end: "0", code: 0, message: "" },
     });
     link.send({ seq: 1, answer: { success: true, balance: 120, position: 2, code: 0, message: "" } });
     assertEquals(await reply, {
@@ -387,7 +389,7 @@ Deno.test("a backup applies a batch of entries in order and answers for the last
   assertEquals(await link.next(), {
     seq: "1",
     kind: "answer",
-    answer: { success: true, balance: "106", position: "3", code: 0, message: "" },
+    answer: { success: true, balance: "106", position: "3", end: "0", code: 0, message: "" },
   });
   // Position 6 skips 5: the batch is refused there, and the entry before it stays applied.
   link.send({ seq: 2, batch: { entries: [entry(4, 10), entry(6, 20)] } });
