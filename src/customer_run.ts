@@ -144,7 +144,8 @@ export async function runCustomers(
 
 /**
  * Each branch's balance and applied log position, by a query to each (for a history's final lines), once
- * it has applied what `session` has seen.
+ * it has applied what `session` has seen. The session is sent even when the customers' requests did not
+ * carry it (--no-session): final states must reflect every update answered.
  */
 export function finalStates(
   clients: ReadonlyMap<number, BranchClient>,
