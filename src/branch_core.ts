@@ -9,7 +9,8 @@
  * The protocol of this version: one branch, the **primary** (the lowest id), orders every update; the
  * others are **backups**. A backup forwards each deposit or withdrawal it receives to the primary. The
  * primary decides it against its balance, gives it the next **log position**, applies it, and sends it as
- * an **entry** to every backup at once. Each backup applies entries strictly in position order.
+ * an **entry** to every backup: at once to those a commit or a customer waits on (sendAtOnce), a little
+ * later to the others. Each backup applies entries strictly in position order.
  *
  * Every branch writes its log to disk before it counts an entry as its own: the primary before it sends
  * the entry anywhere, a backup before it acknowledges it. An entry is **committed** once it, and every
@@ -175,8 +176,9 @@ export type BranchOutput =
   | { readonly type: "refuse"; readonly requestId: number; readonly refusal: Refusal }
   /**
    * Write to disk, in the turn's one transaction, then feed `synced`: an entry (with the balance after it)
-   * or, at the primary, a keyed update that failed. At the primary each entry is then sent to every backup,
-   * whose acknowledgements come back as `replicated`. With neither, just sync what came before.
+   * or, at the primary, a keyed update that failed. At the primary each entry is then sent to every backup
+   * (see sendAtOnce), whose acknowledgements come back as `replicated`. With neither, just sync what came
+   * before.
    */
   | {
     readonly type: "persist";

@@ -537,8 +537,8 @@ export class BranchNode {
   }
 
   /**
-   * Writes what is queued in one transaction, tells the core it is synced, and at the primary sends the
-   * new entries to every live backup. A branch whose disk fails cannot keep its promises: it exits.
+   * Writes what is queued in one transaction, tells the core it is synced, and at the primary ships the
+   * new entries (#ship). A branch whose disk fails cannot keep its promises: it exits.
    */
   #write(): void {
     this.#writeScheduled = false;
