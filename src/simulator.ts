@@ -200,6 +200,15 @@ interface Script {
   readonly amount: number;
 }
 
+/** A request of a simulated customer, and the session it carries (the highest position it was answered). */
+interface CustomerRequest {
+  readonly customer: number;
+  /** Its place among the customer's requests. */
+  readonly index: number;
+  readonly script: Script;
+  readonly session: { seen: number };
+}
+
 class Simulation {
   readonly #options: SimulationOptions;
   readonly #faults: Faults;
@@ -609,74 +618,69 @@ class Simulation {
         amount: kind === "query" ? 0 : this.#random.below(80),
       };
     });
-    /** The highest position this customer has been answered with, which its queries name. */
-    let seen = 0;
-    const next = (index: number) => {
+    const session = { seen: 0 };
+    const next = (index: number): void => {
       const script = scripts[index];
       if (script === undefined) {
         this.#customersLeft--;
         return;
       }
-      const invoke = this.#tick;
-      let attempts = 0;
-      /** The attempt whose answer or deadline counts; 0 while waiting to send the next one. */
-      let current = 0;
-      const send = () => {
-        const mine = ++attempts;
-        current = mine;
-        const copies = this.#chance(this.#faults.duplicate) ? 2 : 1;
-        if (copies === 2) this.#injected.duplicates++;
-        for (let copy = 0; copy < copies; copy++) {
-          this.#call(
-            `${customer}/${index}`,
-            script,
-            seen,
-            `${customer}#${index}#${mine}#${copy}`,
-            (output) => {
-              if (mine !== current) return;
-              if (output.type === "reply") {
-                current = -1; // Answered: nothing more counts.
-                seen = Math.max(seen, output.position);
-                this.#requests.push({
-                  type: "request",
-                  customer,
-                  entry: customer - 1,
-                  event: index,
-                  eventId: null,
-                  branch: script.branch,
-                  interface: script.interface,
-                  amount: script.amount,
-                  invoke,
-                  complete: this.#tick,
-                  success: output.success,
-                  balance: output.balance,
-                  position: output.position,
-                });
-                // The next request is sent a tick later: sent in the tick this one completed, the checker
-                // could not tell that it came after (it orders requests by complete < invoke).
-                this.#after(1, () => next(index + 1));
-              } else if (output.type === "refuse") {
-                if (output.refusal.code === "INVALID_ARGUMENT") {
-                  throw new Error(`customer ${customer}: ${output.refusal.message}`);
-                }
-                current = 0;
-                this.#after(RETRY_TICKS, send);
-              }
-            },
-          );
-        }
-        this.#after(DEADLINE_TICKS, () => {
-          if (mine === current) send();
-        });
-      };
-      send();
+      // The next request leaves a tick after this one's answer: sent in the tick it came, the checker
+      // could not tell that it came after (it orders requests by complete < invoke).
+      this.#request({ customer, index, script, session }, () => this.#after(1, () => next(index + 1)));
     };
     next(0);
   }
 
+  /**
+   * One request of a customer, sent (perhaps twice at once, with `duplicate`) and sent again after a
+   * refusal or when its deadline passes, until it is answered; then it goes into the history, and `done`.
+   */
+  #request(request: CustomerRequest, done: () => void): void {
+    const { customer, index, script, session } = request;
+    const invoke = this.#tick;
+    let attempts = 0;
+    /** The attempt whose answer or deadline counts; 0 while waiting to send again, -1 once answered. */
+    let current = 0;
+    const send = () => {
+      const mine = ++attempts;
+      current = mine;
+      const answer = (output: BranchOutput) => {
+        if (mine !== current) return;
+        if (output.type === "reply") {
+          current = -1;
+          session.seen = Math.max(session.seen, output.position);
+          this.#requests.push(historyRequest(request, { invoke, complete: this.#tick }, output));
+          return done();
+        }
+        if (output.type !== "refuse") return;
+        if (output.refusal.code === "INVALID_ARGUMENT") {
+          throw new Error(`customer ${customer}: ${output.refusal.message}`);
+        }
+        current = 0;
+        this.#after(RETRY_TICKS, send);
+      };
+      const copies = this.#chance(this.#faults.duplicate) ? 2 : 1;
+      if (copies === 2) this.#injected.duplicates++;
+      for (let copy = 0; copy < copies; copy++) {
+        const channel = `${customer}#${index}#${mine}#${copy}`;
+        this.#call(script, { key: `${customer}/${index}`, after: session.seen, channel }, answer);
+      }
+      this.#after(DEADLINE_TICKS, () => {
+        if (mine === current) send();
+      });
+    };
+    send();
+  }
+
   /** One call of a customer to a branch, on a channel of its own; `answer` gets the reply or refusal. */
-  #call(key: string, script: Script, after: number, channel: string, answer: Answer): void {
+  #call(
+    script: Script,
+    call: { readonly key: string; readonly after: number; readonly channel: string },
+    answer: Answer,
+  ): void {
     const { branch: to } = script;
+    const { key, after, channel } = call;
     this.#send({
       channel: `customer ${channel}>`,
       ends: [to],
@@ -700,6 +704,29 @@ class Simulation {
       },
     });
   }
+}
+
+/** `request`, answered with `reply`, as the history records it. */
+function historyRequest(
+  request: CustomerRequest,
+  times: { readonly invoke: number; readonly complete: number },
+  reply: Extract<BranchOutput, { type: "reply" }>,
+): HistoryRequest {
+  const { customer, index, script } = request;
+  return {
+    type: "request",
+    customer,
+    entry: customer - 1,
+    event: index,
+    eventId: null,
+    branch: script.branch,
+    interface: script.interface,
+    amount: script.amount,
+    ...times,
+    success: reply.success,
+    balance: reply.balance,
+    position: reply.position,
+  };
 }
 
 /** What a backup is told when its link with the primary is down or breaks. */
