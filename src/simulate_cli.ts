@@ -13,7 +13,7 @@ export const SIMULATE_USAGE = `Usage: main.ts simulate [options]   (or: deno tas
 
 Runs the branches' protocol cores under a simulated network, disk and clock, one run per seed, with every
 fault on: links breaking with what is in flight on them, messages delayed, requests sent twice, partitions,
-branches crashing (losing what they had not written) and restarting from their disks. Checks each run's
+branches pausing, and branches crashing (losing what they had not written) and restarting from their disks. Checks each run's
 history and final states as main.ts check does, and prints the seed of each run that fails.
 
   --seeds N        how many runs (default 1000)
@@ -60,7 +60,7 @@ export function runSimulate(args: readonly string[]): Promise<number> {
       `x ${requests} requests, ${reads} reads, ${values["no-faults"] ? "no faults" : "every fault"}`,
   );
   const started = performance.now();
-  const injected = { linkBreaks: 0, partitions: 0, crashes: 0, duplicates: 0, lostEntries: 0 };
+  const injected = { linkBreaks: 0, partitions: 0, crashes: 0, pauses: 0, duplicates: 0, lostEntries: 0 };
   let answered = 0;
   const failed: number[] = [];
   for (let seed = first; seed < first + seeds; seed++) {
@@ -84,7 +84,7 @@ export function runSimulate(args: readonly string[]): Promise<number> {
   const seconds = (performance.now() - started) / 1000;
   console.log(
     `faults injected: ${injected.linkBreaks} link breaks, ${injected.partitions} partitions, ` +
-      `${injected.crashes} crashes (${injected.lostEntries} unwritten entries lost), ` +
+      `${injected.crashes} crashes (${injected.lostEntries} unwritten entries lost), ${injected.pauses} pauses, ` +
       `${injected.duplicates} requests sent twice`,
   );
   console.log(

@@ -28,10 +28,10 @@
  *   the final states then go through the same checker as real runs (src/checker.ts).
  *
  * Where it drives the cores differently from BranchNode, and so could miss a bug of the driver's (the
- * holding of entries is src/holding.ts, shared; the timer and the sending are each driver's own): a broken link is seen by both ends at
- * once, and a relink and its catch-up happen in one step; there is no paused or slow branch (a message
- * waits at most a few ticks, less than the hold), no deadline on entries sent, no splitting of long
- * catch-ups into messages, no wiped disk, and no log id (there is one bank).
+ * holding of entries is src/holding.ts, shared; the timer and the sending are each driver's own): a broken
+ * link is seen by both ends at once, and a relink and its catch-up happen in one step; a paused branch is
+ * never given up on (there is no deadline on entries sent); there is no splitting of long catch-ups into
+ * messages, no wiped disk, and no log id (there is one bank).
  *
  * @module
  */
@@ -65,6 +65,11 @@ export interface Faults {
   readonly partition: number;
   /** Chance, per tick, that a branch crashes; it restarts from its disk some ticks later. */
   readonly crash: number;
+  /**
+   * Chance, per tick, that a branch pauses (as with SIGSTOP) for PAUSE_TICKS: its links stay up, but it
+   * takes no message and runs no timer until it resumes.
+   */
+  readonly pause: number;
   /** Whether a crash loses what the branch persisted but had not written to its disk yet. */
   readonly lostWrites: boolean;
 }
@@ -76,6 +81,7 @@ export const NO_FAULTS: Faults = {
   duplicate: 0,
   partition: 0,
   crash: 0,
+  pause: 0,
   lostWrites: false,
 };
 
@@ -86,6 +92,7 @@ export const ALL_FAULTS: Faults = {
   duplicate: 0.1,
   partition: 0.002,
   crash: 0.002,
+  pause: 0.002,
   lostWrites: true,
 };
 
@@ -122,6 +129,7 @@ export interface SimulationResult {
     readonly linkBreaks: number;
     readonly partitions: number;
     readonly crashes: number;
+    readonly pauses: number;
     readonly duplicates: number;
     /** Entries persisted but lost in a crash before their write. */
     readonly lostEntries: number;
@@ -142,6 +150,8 @@ const RETRY_TICKS = 10;
 const RELINK_TICKS = 20;
 /** Ticks the primary may hold entries for a backup outside the quorum (BranchNode: HOLD_MAX_MS). */
 const HOLD_TICKS = 20;
+/** Ticks a paused branch stays paused: longer than HOLD_TICKS, so a paused backup of the quorum is left behind. */
+const PAUSE_TICKS = 60;
 /** Ticks a crashed branch stays down; a partition lasts. */
 const DOWN_TICKS = 200;
 
@@ -162,6 +172,8 @@ interface Message {
   readonly link?: LinkRef;
   /** Both ends, for dropping what a crashed branch had in flight. */
   readonly ends: readonly number[];
+  /** The branch it is for, if it is for one: nothing is delivered to a paused branch. */
+  readonly to?: number;
   /** The first tick it may be delivered at. */
   readonly at: number;
   readonly deliver: () => void;
@@ -219,7 +231,10 @@ class Simulation {
   readonly #branches = new Map<number, Branch>();
   readonly #links = new Map<number, Link>();
   #messages: Message[] = [];
-  readonly #timers: { at: number; run: () => void }[] = [];
+  /** What happens later; a timer of a branch (`owner`) waits while the branch is paused. */
+  readonly #timers: { at: number; run: () => void; owner?: number }[] = [];
+  /** Paused branches, with the tick each resumes at. */
+  readonly #paused = new Map<number, number>();
   /** The primary's: what it holds for backups outside the quorum; lost when it crashes. */
   #holding = new Holding();
   /** Whether the primary's timer that sends every held entry is set. */
@@ -229,7 +244,7 @@ class Simulation {
   #cut = new Set<string>();
   readonly #requests: HistoryRequest[] = [];
   #customersLeft: number;
-  readonly #injected = { linkBreaks: 0, partitions: 0, crashes: 0, duplicates: 0, lostEntries: 0 };
+  readonly #injected = { linkBreaks: 0, partitions: 0, crashes: 0, pauses: 0, duplicates: 0, lostEntries: 0 };
 
   constructor(options: SimulationOptions) {
     this.#options = options;
@@ -270,9 +285,12 @@ class Simulation {
         this.#tick++;
         if (this.#tick < this.#faultTicks) this.#injectFaults();
         else if (this.#tick === this.#faultTicks) this.#heal();
+        for (const [id, resumes] of this.#paused) if (resumes <= this.#tick) this.#paused.delete(id);
         for (const timer of this.#timers.filter(({ at }) => at <= this.#tick)) {
           this.#timers.splice(this.#timers.indexOf(timer), 1);
-          timer.run();
+          const resumes = timer.owner === undefined ? undefined : this.#paused.get(timer.owner);
+          if (resumes === undefined) timer.run();
+          else this.#timers.push({ ...timer, at: resumes });
         }
         this.#deliverOne();
       }
@@ -301,7 +319,7 @@ class Simulation {
 
   /** Whether nothing is left to happen: every message delivered, every write done, every link live. */
   #settled(): boolean {
-    return this.#messages.length === 0 &&
+    return this.#messages.length === 0 && this.#paused.size === 0 &&
       [...this.#branches.values()].every((branch) => branch.state !== undefined && !branch.writing) &&
       [...this.#links.values()].every((link) => link.live) && !this.#holding.holding;
   }
@@ -309,6 +327,7 @@ class Simulation {
   #deliverOne(): void {
     const heads = this.#messages.filter((message, index) =>
       message.at <= this.#tick &&
+      (message.to === undefined || !this.#paused.has(message.to)) &&
       this.#messages.findIndex((other) => other.channel === message.channel) === index
     );
     if (heads.length === 0) return;
@@ -325,8 +344,8 @@ class Simulation {
     this.#messages.push({ ...message, at: this.#tick + this.#random.below(this.#faults.maxDelayTicks + 1) });
   }
 
-  #after(ticks: number, run: () => void): void {
-    this.#timers.push({ at: this.#tick + ticks, run });
+  #after(ticks: number, run: () => void, owner?: number): void {
+    this.#timers.push({ at: this.#tick + ticks, run, ...(owner === undefined ? {} : { owner }) });
   }
 
   #chance(probability: number): boolean {
@@ -343,6 +362,15 @@ class Simulation {
         const victim = this.#branches.get(this.#random.pick(up)) as Branch;
         this.#crash(victim);
         this.#after(DOWN_TICKS, () => this.#restart(victim));
+      }
+    }
+    if (this.#chance(this.#faults.pause)) {
+      const running = this.#ids.filter((id) =>
+        this.#branches.get(id)?.state !== undefined && !this.#paused.has(id)
+      );
+      if (running.length > 0) {
+        this.#injected.pauses++;
+        this.#paused.set(this.#random.pick(running), this.#tick + PAUSE_TICKS);
       }
     }
     if (this.#cut.size === 0 && this.#chance(this.#faults.partition)) {
@@ -363,6 +391,7 @@ class Simulation {
   /** Faults end: every crashed branch restarts, and partitions heal. */
   #heal(): void {
     this.#cut = new Set();
+    this.#paused.clear();
     for (const branch of this.#branches.values()) {
       if (branch.state === undefined) this.#restart(branch);
     }
@@ -380,6 +409,7 @@ class Simulation {
     branch.writing = undefined;
     branch.state = undefined;
     branch.calls.clear();
+    this.#paused.delete(branch.id);
     // Its connections close: what it had in flight is lost, and its links break.
     this.#messages = this.#messages.filter((message) => !message.ends.includes(branch.id));
     if (branch.id === this.#primary) {
@@ -434,16 +464,17 @@ class Simulation {
       const link = this.#links.get(backup) as Link;
       if (primary.state === undefined || link.live) return; // A restart relinks again.
       const other = this.#branches.get(backup) as Branch;
-      if (other.state === undefined || this.#cut.has(pair(this.#primary, backup))) {
-        return this.#relink(backup);
-      }
+      // A paused backup cannot accept the link (the real one waits until it can, or gives up).
+      const reachable = other.state !== undefined && !this.#paused.has(backup) &&
+        !this.#cut.has(pair(this.#primary, backup));
+      if (!reachable) return this.#relink(backup);
       // The backup names the last position on its disk; it is sent every later one from the primary's.
       const position = other.disk.entries.length;
       link.live = true;
       this.#feed(primary, { type: "linked", backup, position });
       const missing = primary.disk.entries.slice(position).map(({ entry }) => entry);
       if (missing.length > 0) this.#sendEntries(backup, missing);
-    });
+    }, this.#primary);
   }
 
   /** The primary sends `entries` to `backup` on their link; the acknowledgement comes back as `replicated`. */
@@ -513,7 +544,8 @@ class Simulation {
   /** Sends `deliver` on the link `on`, to the primary or to the backup; a break of the link drops it. */
   #sendOnLink(on: LinkRef, to: "primary" | "backup", deliver: () => void): void {
     const [from, destination] = to === "primary" ? [on.backup, this.#primary] : [this.#primary, on.backup];
-    this.#send({ channel: `${from}>${destination}`, link: on, ends: [this.#primary, on.backup], deliver });
+    const ends = [this.#primary, on.backup];
+    this.#send({ channel: `${from}>${destination}`, link: on, ends, to: destination, deliver });
   }
 
   // ---- A branch's driver ----------------------------------------------------------------------------
@@ -551,7 +583,7 @@ class Simulation {
             const written = branch.unwritten.map(({ entry }) => entry);
             this.#write(branch);
             if (this.#options.bug !== "shipBeforeWrite") this.#ship(written);
-          });
+          }, branch.id);
         }
         return;
       case "forward":
@@ -596,7 +628,7 @@ class Simulation {
       this.#after(HOLD_TICKS, () => {
         this.#holdTimer = false;
         for (const backup of this.#holding.heldFor()) this.#sendHeld(backup);
-      });
+      }, this.#primary);
     }
   }
 
@@ -684,6 +716,7 @@ class Simulation {
     this.#send({
       channel: `customer ${channel}>`,
       ends: [to],
+      to,
       deliver: () => {
         const branch = this.#branches.get(to) as Branch;
         if (branch.state === undefined) return; // Nobody listens: the customer's deadline passes.

@@ -47,7 +47,9 @@ Deno.test("simulated runs with every fault pass the checker, and every fault is 
     requests: 40,
     faults: ALL_FAULTS,
   }));
-  for (const fault of ["linkBreaks", "partitions", "crashes", "duplicates", "lostEntries"] as const) {
+  for (
+    const fault of ["linkBreaks", "partitions", "crashes", "pauses", "duplicates", "lostEntries"] as const
+  ) {
     const injected = results.reduce((sum, { injected }) => sum + injected[fault], 0);
     assertOk(injected > 0, `no ${fault} in 1,000 runs`);
   }
