@@ -469,7 +469,7 @@ export class BranchNode {
   #asked(backup: number, answered: Promise<LinkAnswer>): Promise<LinkAnswer> {
     this.#holding.asked(backup);
     // After #write, if the request scheduled one: this turn's entries and the held ones go together.
-    setImmediate(() => this.#sendHeld(backup));
+    if (this.#holding.holds(backup)) setImmediate(() => this.#sendHeld(backup));
     return answered.finally(() => this.#holding.answered(backup));
   }
 

@@ -47,6 +47,11 @@ export class Holding {
     return held;
   }
 
+  /** Whether anything is held for `backup`. */
+  holds(backup: number): boolean {
+    return this.#held.has(backup);
+  }
+
   /** The backups anything is held for. */
   heldFor(): number[] {
     return [...this.#held.keys()];
