@@ -6,7 +6,7 @@
  */
 
 import { integerFlag, parseFlags, UsageError } from "./cli_args.ts";
-import { ALL_FAULTS, NO_FAULTS, simulate } from "./simulator.ts";
+import { ALL_FAULTS, INJECTED, NO_FAULTS, noneInjected, simulate } from "./simulator.ts";
 
 /** What `main.ts simulate --help` prints. */
 export const SIMULATE_USAGE = `Usage: main.ts simulate [options]   (or: deno task simulate [options])
@@ -60,7 +60,7 @@ export function runSimulate(args: readonly string[]): Promise<number> {
       `x ${requests} requests, ${reads} reads, ${values["no-faults"] ? "no faults" : "every fault"}`,
   );
   const started = performance.now();
-  const injected = { linkBreaks: 0, partitions: 0, crashes: 0, pauses: 0, duplicates: 0, lostEntries: 0 };
+  const injected = noneInjected();
   let answered = 0;
   const failed: number[] = [];
   for (let seed = first; seed < first + seeds; seed++) {
@@ -72,9 +72,7 @@ export function runSimulate(args: readonly string[]): Promise<number> {
       reads,
       faults,
     });
-    for (const fault of Object.keys(injected) as (keyof typeof injected)[]) {
-      injected[fault] += result.injected[fault];
-    }
+    for (const fault of INJECTED) injected[fault] += result.injected[fault];
     answered += result.history.requests.length;
     if (result.violation !== undefined) {
       failed.push(seed);

@@ -119,21 +119,34 @@ export interface SimulationOptions {
   readonly bug?: "shipBeforeWrite";
 }
 
+/**
+ * What a run counts of its faults: `lostEntries` are entries persisted but lost in a crash before their
+ * write.
+ */
+export const INJECTED = [
+  "linkBreaks",
+  "partitions",
+  "crashes",
+  "pauses",
+  "duplicates",
+  "lostEntries",
+] as const;
+
+/** How many of each fault a run (or several) injected. */
+export type Injected = Record<(typeof INJECTED)[number], number>;
+
+/** Counts of none of them, to add runs' counts to. */
+export function noneInjected(): Injected {
+  return Object.fromEntries(INJECTED.map((fault) => [fault, 0])) as Injected;
+}
+
 /** What a run did, and whether its history holds. */
 export interface SimulationResult {
   readonly seed: number;
   readonly ticks: number;
   readonly history: History;
   /** How many of each fault were injected. */
-  readonly injected: {
-    readonly linkBreaks: number;
-    readonly partitions: number;
-    readonly crashes: number;
-    readonly pauses: number;
-    readonly duplicates: number;
-    /** Entries persisted but lost in a crash before their write. */
-    readonly lostEntries: number;
-  };
+  readonly injected: Injected;
   /** The first violation the checker found, or why the run did not finish; undefined if none. */
   readonly violation: string | undefined;
 }
@@ -244,7 +257,7 @@ class Simulation {
   #cut = new Set<string>();
   readonly #requests: HistoryRequest[] = [];
   #customersLeft: number;
-  readonly #injected = { linkBreaks: 0, partitions: 0, crashes: 0, pauses: 0, duplicates: 0, lostEntries: 0 };
+  readonly #injected = noneInjected();
 
   constructor(options: SimulationOptions) {
     this.#options = options;
@@ -452,8 +465,7 @@ class Simulation {
     const branch = this.#branches.get(backup) as Branch;
     const outstanding = [...link.outstanding];
     link.outstanding.clear();
-    const refusal = { type: "refuse", requestId: 0, refusal: UNLINKED } as const;
-    for (const [requestId, kind] of outstanding) this.#feed(branch, answerOf(kind, requestId, refusal));
+    for (const [requestId, kind] of outstanding) this.#feed(branch, answerOf(kind, requestId, UNLINKED));
     if (wasLive) this.#relink(backup);
   }
 
@@ -516,7 +528,7 @@ class Simulation {
     if (!link.live) {
       return this.#feed(
         branch,
-        answerOf(kind, requestId, { type: "refuse", requestId: 0, refusal: UNLINKED }),
+        answerOf(kind, requestId, UNLINKED),
       );
     }
     link.outstanding.set(requestId, kind);
@@ -763,7 +775,11 @@ function historyRequest(
 }
 
 /** What a backup is told when its link with the primary is down or breaks. */
-const UNLINKED = { code: "UNAVAILABLE", message: "no link with the primary" } as const;
+const UNLINKED: BranchOutput = {
+  type: "refuse",
+  requestId: 0,
+  refusal: { code: "UNAVAILABLE", message: "no link with the primary" },
+};
 
 /** The input that gives a backup the primary's answer (`output`) to its forward or read index. */
 function answerOf(kind: "forward" | "index", requestId: number, output: BranchOutput): BranchInput {

@@ -1,5 +1,11 @@
 import { assertEquals, assertOk } from "./_assert.ts";
-import { ALL_FAULTS, simulate, type SimulationOptions, type SimulationResult } from "../src/simulator.ts";
+import {
+  ALL_FAULTS,
+  INJECTED,
+  simulate,
+  type SimulationOptions,
+  type SimulationResult,
+} from "../src/simulator.ts";
 
 /** Runs `count` seeds from BANK_SEED (default 1) of `options`, failing on the first violation, by its seed. */
 function runSeeds(count: number, options: (seed: number) => SimulationOptions): SimulationResult[] {
@@ -47,9 +53,7 @@ Deno.test("simulated runs with every fault pass the checker, and every fault is 
     requests: 40,
     faults: ALL_FAULTS,
   }));
-  for (
-    const fault of ["linkBreaks", "partitions", "crashes", "pauses", "duplicates", "lostEntries"] as const
-  ) {
+  for (const fault of INJECTED) {
     const injected = results.reduce((sum, { injected }) => sum + injected[fault], 0);
     assertOk(injected > 0, `no ${fault} in 1,000 runs`);
   }
