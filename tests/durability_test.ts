@@ -9,7 +9,7 @@
 
 import { assertEquals, assertMatch, assertOk } from "./_assert.ts";
 import { Bank } from "./_bank.ts";
-import { runEntry, type StartedBranch, tempDir } from "./_processes.ts";
+import { runEntry, tempDir } from "./_processes.ts";
 import { Random } from "../src/random.ts";
 import { checkHistory } from "../src/checker.ts";
 import { connectAll, finalStates, runCustomers, type TimedResult } from "../src/customer_run.ts";
@@ -84,7 +84,7 @@ async function runWithFault(
       `branch ${victim} never held an entry: ${JSON.stringify(victimHolds)}`,
     );
     const running = runCustomers(phases[1] as CustomerEntry[], clients, options);
-    const branch = bank.branches.get(victim) as StartedBranch;
+    const branch = bank.branch(victim);
     const bringBack = async () => {
       if (fault === "pause") return branch.signal("SIGCONT");
       if (fault === "wipe") await Deno.remove(`${bank.root}/branch-${victim}`, { recursive: true });
@@ -125,7 +125,7 @@ Deno.test("a backup killed with SIGKILL mid-run recovers from its disk and catch
   // Customers use the branches that stay up: with two disks of three, every update still commits.
   const { history } = await runWithFault(bank, 3, [1, 2], seed);
   assertEquals(history.requests.length, 72);
-  const primary = await (bank.branches.get(1) as StartedBranch).stop();
+  const primary = await bank.branch(1).stop();
   // It came back with what it had on its disk, and was sent only what it missed.
   const relinked = [
     ...primary.stderr.matchAll(/backup 3 linked at position (\d+); sending it (\d+) entries/g),
@@ -165,7 +165,7 @@ Deno.test("a backup of the quorum that stops answering, its link still up, does 
   await using bank = new Bank(dir.path, THREE);
   await bank.startAll();
   const primary = new BranchClient(bank.address(1));
-  const paused = bank.branches.get(2) as StartedBranch;
+  const paused = bank.branch(2);
   try {
     await primary.waitUntilServing(DEADLINE_MS);
     // Entries go at once to backup 2 (the lower id of two equally far along) and are held for backup 3,
@@ -204,7 +204,7 @@ Deno.test("a retry after the primary restarts gets the first answer, for a depos
     const withdrawal = { ...deposit, interface: "withdraw", money: 5_000, amount: 5_000, request_id: 2 };
     const first = [await client.deliver(deposit, DEADLINE_MS), await client.deliver(withdrawal, DEADLINE_MS)];
     assertEquals(first.map(({ success, balance }) => [success, balance]), [[true, 1_025], [false, 1_025]]);
-    await (bank.branches.get(1) as StartedBranch).kill();
+    await bank.branch(1).kill();
     // With the primary down, an update is refused, never answered from a backup's replica: UNAVAILABLE once
     // the backup has seen its link go, or the deadline if the forward went out on the link just before.
     const down = await client.deliver({ ...deposit, request_id: 9 }, DEADLINE_MS).catch((error) => error);
@@ -265,7 +265,7 @@ Deno.test("updates that arrive together are written together: fewer transactions
   } finally {
     client.close();
   }
-  const primary = await (bank.branches.get(1) as StartedBranch).stop();
+  const primary = await bank.branch(1).stop();
   const written = primary.stderr.match(/wrote (\d+) entries in (\d+) transactions?/);
   assertOk(written !== null, primary.stderr);
   assertEquals(Number(written[1]), 50);
@@ -284,7 +284,7 @@ Deno.test("main.ts status shows each branch's role and positions, and a backup t
     await client.deliver(deposit, DEADLINE_MS);
     // A commit needs two disks of three: wait until backup 3 has said it holds position 1 too.
     await statusUntil(client, (status) => status.backups.every(({ matched }) => matched === 1));
-    await (bank.branches.get(3) as StartedBranch).kill();
+    await bank.branch(3).kill();
     await client.deliver({ ...deposit, request_id: 2 }, DEADLINE_MS);
     const primary = await statusUntil(
       client,
