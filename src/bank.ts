@@ -8,8 +8,10 @@
 import { AtomicFile } from "./atomic_file.ts";
 import { primaryOf, type Propagation } from "./branch_core.ts";
 import type { BackupAddress, BranchPlan } from "./branch_cli.ts";
+import { CLOCK_FILE_NAMES, type ClockFiles, renderClockFiles } from "./clock_files.ts";
 import type {
   CustomerAddress,
+  CustomerClocks,
   CustomerFinals,
   CustomerInput,
   CustomerReady,
@@ -20,6 +22,7 @@ import { type HistoryFinal, historyOf, renderHistory } from "./history.ts";
 import { InputError, readScenario, type Scenario, scenarioToJson } from "./input.ts";
 import { childCommand, type LaunchContext } from "./launch.ts";
 import { type Format, renderOutput } from "./output.ts";
+import type { ProcessEvents } from "./lamport.ts";
 import { type Child, RunFailure, type Supervisor } from "./supervisor.ts";
 
 /** How to run the bank. */
@@ -34,6 +37,8 @@ export interface BankRunOptions {
   readonly session: boolean;
   /** Where to write the run's history (src/history.ts), if anywhere. */
   readonly historyPath: string | undefined;
+  /** A directory to write the run's Lamport clock files in (src/clock_files.ts), if any; made if need be. */
+  readonly clockOutputDir: string | undefined;
   readonly format: Format;
   /** When set, branch ID listens on 127.0.0.1:portBase+ID; otherwise on a free port. */
   readonly portBase: number | undefined;
@@ -73,23 +78,92 @@ export async function runBank(options: BankRunOptions): Promise<void> {
       await output.discard();
       throw error;
     });
+  const clockFiles = options.clockOutputDir === undefined
+    ? undefined
+    : await ClockFileSet.reserve(options.clockOutputDir).catch(async (error: Error) => {
+      await output.discard();
+      await history?.discard();
+      throw new InputError(
+        options.clockOutputDir as string,
+        "",
+        `cannot write clock files: ${error.message}`,
+      );
+    });
   let dataDir: string | undefined;
   try {
     dataDir = await dataDirectory(options.dataDir);
     options.log(`branch data in ${dataDir}`);
-    await runProcesses(scenario, { ...options, dataDir }, async (results, finals) => {
+    await runProcesses(scenario, { ...options, dataDir }, async ({ results, finals, clocks }) => {
       await output.commit(renderOutput(results, options.format));
       await history?.commit(renderHistory(historyOf(scenario, results, finals)));
+      await clockFiles?.commit(renderClockFiles(clocks, eventIds(scenario, results)));
     });
   } catch (error) {
     await output.discard();
     await history?.discard();
+    await clockFiles?.discard();
     throw error;
   } finally {
     if (options.dataDir === undefined && dataDir !== undefined) {
       await Deno.remove(dataDir, { recursive: true });
     }
   }
+}
+
+/** The three clock files of `--clock-output DIR`, each written atomically (see AtomicFile). */
+class ClockFileSet {
+  readonly #files: readonly AtomicFile[];
+  /** The directory, when this run made it: removed again if the files are discarded. */
+  readonly #made: string | undefined;
+
+  private constructor(files: readonly AtomicFile[], made: string | undefined) {
+    this.#files = files;
+    this.#made = made;
+  }
+
+  /** Makes `dir` if need be, and reserves each file in it; throws an Error saying why it cannot. */
+  static async reserve(dir: string): Promise<ClockFileSet> {
+    const existed = await Deno.stat(dir).then((info) => {
+      if (!info.isDirectory) throw new Error("not a directory");
+      return true;
+    }, (error) => {
+      if (error instanceof Deno.errors.NotFound) return false;
+      throw error;
+    });
+    if (!existed) await Deno.mkdir(dir, { recursive: true });
+    const files: AtomicFile[] = [];
+    try {
+      for (const name of CLOCK_FILE_NAMES) files.push(await AtomicFile.reserve(`${dir}/${name}`));
+    } catch (error) {
+      await new ClockFileSet(files, existed ? undefined : dir).discard();
+      throw error;
+    }
+    return new ClockFileSet(files, existed ? undefined : dir);
+  }
+
+  async commit(texts: ClockFiles): Promise<void> {
+    for (const [index, name] of CLOCK_FILE_NAMES.entries()) {
+      await (this.#files[index] as AtomicFile).commit(texts[name]);
+    }
+  }
+
+  async discard(): Promise<void> {
+    for (const file of this.#files) await file.discard();
+    if (this.#made !== undefined) await Deno.remove(this.#made).catch(() => {});
+  }
+}
+
+/** The input's id of each request's event, by "customer/request" (see TimedReply.requestId). */
+function eventIds(scenario: Scenario, results: readonly TimedResult[]) {
+  const ids = new Map<string, number | null>();
+  for (const [entry, result] of results.entries()) {
+    const events = (scenario.customers[entry] as Scenario["customers"][number]).events;
+    for (const [index, reply] of result.recv.entries()) {
+      ids.set(`${result.id}/${reply.requestId}`, events[index]?.id ?? null);
+    }
+  }
+  return ({ customer, request }: { customer: number; request: number }) =>
+    ids.get(`${customer}/${request}`) ?? null;
 }
 
 /**
@@ -106,6 +180,13 @@ async function dataDirectory(given: string | undefined): Promise<string> {
   }
 }
 
+/** What a run's files are made of. */
+interface RunRecord {
+  readonly results: readonly TimedResult[];
+  readonly finals: readonly HistoryFinal[];
+  readonly clocks: readonly ProcessEvents[];
+}
+
 /**
  * Runs the processes; once every result is in, calls `commit` with them, which writes the files while the
  * children stop (the run has succeeded by then). Resolves when both are done.
@@ -113,7 +194,7 @@ async function dataDirectory(given: string | undefined): Promise<string> {
 async function runProcesses(
   scenario: Scenario,
   options: BankRunOptions,
-  commit: (results: TimedResult[], finals: readonly HistoryFinal[]) => Promise<void>,
+  commit: (record: RunRecord) => Promise<void>,
 ): Promise<void> {
   const { supervisor } = options;
   let committed: Promise<void> | undefined;
@@ -152,8 +233,9 @@ async function runProcesses(
     options.log(`all ${branches.length} branches serving; customer process is pid ${customer.pid}`);
     const results = await supervisor.race(collectResults(customer, scenario.customers.length));
     const finals = options.historyPath === undefined ? [] : await supervisor.race(finalStates(customer));
+    const clocks = options.clockOutputDir === undefined ? [] : await supervisor.race(clockEvents(customer));
     options.log(`all ${results.length} customer entries done`);
-    committed = commit(results, finals);
+    committed = commit({ results, finals, clocks });
     committed.catch(() => {}); // Awaited below, once every child is stopped.
   } finally {
     await supervisor.stopAll(STOP_GRACE_MS);
@@ -183,7 +265,13 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
   // (see ReadMode in src/branch_core.ts). With async propagation every branch answers from its replica:
   // reading what a customer may miss there is the point.
   const local = !options.concurrent || options.propagation === "async";
-  const reads = ["--reads", local ? "local" : "commit", "--propagation", options.propagation];
+  const reads = [
+    "--reads",
+    local ? "local" : "commit",
+    "--propagation",
+    options.propagation,
+    ...(options.clockOutputDir === undefined ? [] : ["--record-clocks"]),
+  ];
   const branches: Child[] = [];
   for (const index of [primaryIndex, ...ids.keys().filter((index) => index !== primaryIndex)]) {
     const { id, balance } = scenario.branches[index] as Scenario["branches"][number];
@@ -213,6 +301,7 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
     finalStates: options.historyPath !== undefined,
     concurrent: options.concurrent,
     session: options.session,
+    clocks: options.clockOutputDir !== undefined,
   };
   customer.send(JSON.stringify(input)).catch(() => {});
   return { customer, branches };
@@ -240,6 +329,13 @@ async function finalStates(customer: Child): Promise<readonly HistoryFinal[]> {
   const line = await customer.nextLine();
   if (line === undefined) throw await customer.failure(" before it reported the branches' final states");
   return (JSON.parse(line) as CustomerFinals).finals;
+}
+
+/** Every process's clock events, the customer process's line after the final states (if asked for). */
+async function clockEvents(customer: Child): Promise<readonly ProcessEvents[]> {
+  const line = await customer.nextLine();
+  if (line === undefined) throw await customer.failure(" before it reported the clock events");
+  return (JSON.parse(line) as CustomerClocks).clocks;
 }
 
 /**

@@ -35,6 +35,8 @@ Runs one branch: a gRPC server holding a replica of the account's balance.
                        client sends one request at a time
   --propagation P      sync (default): the primary answers an update once a majority of the branches
                        has it on disk; async: once it is on its own disk (see --propagation in main.ts)
+  --record-clocks      keep every Lamport clock event of customers' requests, for Branch.events (the
+                       clock runs either way; main.ts --clock-output asks for this)
   --data-dir DIR       where the branch keeps its log (created if need be; a restarted branch recovers
                        from it); default: a fresh temporary directory, removed when the branch stops
   --control-stdin      (used by main) read peers from stdin, stop when stdin closes
@@ -55,6 +57,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
     "start-timeout-ms": { type: "string" },
     reads: { type: "string" },
     propagation: { type: "string" },
+    "record-clocks": { type: "boolean" },
     "data-dir": { type: "string" },
     "control-stdin": { type: "boolean" },
     help: { type: "boolean" },
@@ -94,6 +97,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
       forwardDeadlineMs: deadlineMs,
       reads,
       propagation,
+      recordClocks: values["record-clocks"] ?? false,
       dataDir: values["data-dir"] ?? temporary as string,
     }, { peers, startTimeoutMs, stopRequested, control: values["control-stdin"] === true });
   } finally {

@@ -26,8 +26,9 @@ import {
 } from "./branch_core.ts";
 import { deadline } from "./deadline.ts";
 import { Holding } from "./holding.ts";
+import { type ClockEvent, LamportClock, type MessageAbout, type ProcessRef } from "./lamport.ts";
 import { type Batch, Storage } from "./storage.ts";
-import { decodeEntry, decodeForward, decodeRequest, encodeResponse } from "./wire_codec.ts";
+import { decodeEntry, decodeForward, decodeRequest, encodeResponse, requestOfKey } from "./wire_codec.ts";
 import {
   BranchClient,
   type BranchServer,
@@ -37,6 +38,7 @@ import {
   type OutgoingLinkRequest,
   RpcError,
   serveBranch,
+  type WireClockEvent,
   type WireEntry,
   type WireStatus,
 } from "./transport.ts";
@@ -58,6 +60,11 @@ export interface BranchNodeOptions {
   readonly reads: ReadMode;
   /** When the primary answers an update (see Propagation); default "sync". */
   readonly propagation?: Propagation;
+  /**
+   * Whether to keep every Lamport clock event of a customer's request, for Branch.events (default false:
+   * a long-running branch would keep them without end). The clock runs either way.
+   */
+  readonly recordClocks?: boolean;
   /** Where the branch keeps its database; it recovers from what is there. */
   readonly dataDir: string;
   /** Where to say what happened to links (a line each); stderr by default. */
@@ -134,10 +141,13 @@ export class BranchNode {
   readonly #written = { entries: 0, transactions: 0 };
   /** At the primary, once configured: the id of the log it keeps (see Storage.logId). */
   #logId = 0;
+  /** This branch's Lamport clock: every message it sends carries it (see Branch.events). */
+  readonly #clock: LamportClock;
 
   private constructor(options: BranchNodeOptions, storage: Storage) {
     this.#options = options;
     this.#storage = storage;
+    this.#clock = new LamportClock({ record: options.recordClocks ?? false });
     this.#log = options.log ?? ((message) => console.error(`branch ${options.id}: ${message}`));
   }
 
@@ -152,16 +162,32 @@ export class BranchNode {
         deliver: (request) => {
           const decoded = decodeRequest(request);
           if (!decoded.ok) return rejected(decoded.refusal);
+          const customer: ProcessRef = { type: "customer", id: request.customer_id };
+          const about = requestOfKey(decoded.value.key);
+          node.#clock.receive(customer, request.clock ?? 0, {
+            message: "request",
+            interface: decoded.value.interface,
+            about,
+          });
           if (!node.#serving) {
             return Promise.reject(new RpcError("UNAVAILABLE", `branch ${options.id} is not serving yet`));
           }
           return node.#call((requestId) => ({ type: "request", requestId, ...decoded.value }), (output) => {
             assert(output.type === "reply", `a customer's request was answered with an ${output.type}`);
-            return encodeResponse(output.interface, output.success, output.balance, output.position);
+            const clock = node.#clock.send(customer, {
+              message: "reply",
+              interface: output.interface,
+              about,
+            });
+            return {
+              ...encodeResponse(output.interface, output.success, output.balance, output.position),
+              clock,
+            };
           });
         },
         linked: (peer, link) => node.#linked(peer, link),
         status: () => Promise.resolve(node.#status()),
+        events: () => Promise.resolve(node.#clock.events().map(wireClockEvent)),
       });
     } catch (error) {
       node.#storage.close();
@@ -418,32 +444,51 @@ export class BranchNode {
    * current link with `peer` (what a replaced link still delivers is refused).
    */
   #linkHandler(peer: number, link: Link): LinkRequestHandler {
-    const answer = (output: Answering): LinkAnswer =>
-      output.type === "index" ? { success: true, balance: 0, position: output.commit, end: output.end } : {
-        success: output.type === "reply" ? output.success : true,
-        balance: output.balance,
-        position: output.position,
-      };
+    const from: ProcessRef = { type: "branch", id: peer };
+    // The answer to a request is a message of its own: it carries this branch's clock when it is made.
+    const answer = (what: MessageAbout | undefined) => (output: Answering): LinkAnswer => ({
+      ...(output.type === "index"
+        ? { success: true, balance: 0, position: output.commit, end: output.end }
+        : {
+          success: output.type === "reply" ? output.success : true,
+          balance: output.balance,
+          position: output.position,
+        }),
+      ...(what === undefined ? {} : { clock: this.#clock.send(from, what) }),
+    });
     return (request) => {
       if (this.#links.get(peer) !== link) {
         return Promise.reject(new RpcError("UNAVAILABLE", `a link with branch ${peer} that was replaced`));
       }
       if (request.kind === "read") {
-        return this.#asked(peer, this.#call((requestId) => ({ type: "readIndex", requestId }), answer));
+        const what = { message: "read", interface: "query", about: undefined } as const;
+        this.#clock.receive(from, request.read.clock ?? 0, what);
+        return this.#asked(
+          peer,
+          this.#call(
+            (requestId) => ({ type: "readIndex", requestId }),
+            answer({ ...what, message: "answer" }),
+          ),
+        );
       }
       if (request.kind === "entry" || request.kind === "batch") {
         // Each entry of a batch is applied as if it came alone; the batch is written to disk in one
         // transaction before any answer leaves, and answered for its last entry, or with the first
         // refusal (the entries before it stay applied).
         const applying: Promise<LinkAnswer>[] = [];
-        for (const wire of request.kind === "entry" ? [request.entry] : request.batch.entries) {
+        const wires = request.kind === "entry" ? [request.entry] : request.batch.entries;
+        for (const [index, wire] of wires.entries()) {
           const entry = decodeEntry(wire);
           if (!entry.ok) {
             applying.push(rejected(entry.refusal));
             break;
           }
+          const what = { interface: entry.value.update.kind, about: requestOfKey(entry.value.key) };
+          this.#clock.receive(from, wire.clock ?? 0, { message: "entry", ...what });
+          // One ack answers the batch: the last entry's.
+          const encode = answer(index === wires.length - 1 ? { message: "ack", ...what } : undefined);
           applying.push(
-            this.#call((requestId) => ({ type: "entry", requestId, entry: entry.value }), answer),
+            this.#call((requestId) => ({ type: "entry", requestId, entry: entry.value }), encode),
           );
         }
         this.#write();
@@ -452,9 +497,14 @@ export class BranchNode {
       }
       const update = decodeForward(request.forward);
       if (!update.ok) return rejected(update.refusal);
+      const what = { interface: update.value.update.kind, about: requestOfKey(update.value.key) };
+      this.#clock.receive(from, request.forward.clock ?? 0, { message: "forward", ...what });
       return this.#asked(
         peer,
-        this.#call((requestId) => ({ type: "forward", requestId, from: peer, ...update.value }), answer),
+        this.#call(
+          (requestId) => ({ type: "forward", requestId, from: peer, ...update.value }),
+          answer({ message: "answer", ...what }),
+        ),
       );
     };
   }
@@ -635,6 +685,7 @@ export class BranchNode {
    */
   #sendEntries(backup: number, link: Link, entries: readonly Entry[], onApplied?: () => void): void {
     const deadlineMs = Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2));
+    const to: ProcessRef = { type: "branch", id: backup };
     const wire = entries.map(({ view, position, update, key, commit }): WireEntry => ({
       view,
       position,
@@ -642,10 +693,13 @@ export class BranchNode {
       amount: update.amount,
       commit,
       key: key ?? "",
+      clock: this.#clock.send(to, { message: "entry", interface: update.kind, about: requestOfKey(key) }),
     }));
-    const last = (entries.at(-1) as Entry).position;
+    const { position: last, update, key } = entries.at(-1) as Entry;
     link.send({ batch: { entries: wire } }, deadlineMs).then(
-      () => {
+      (ack) => {
+        const what = { message: "ack", interface: update.kind, about: requestOfKey(key) } as const;
+        this.#clock.receive(to, ack.clock ?? 0, what);
         this.#feed({ type: "replicated", backup, position: last });
         onApplied?.();
       },
@@ -667,9 +721,13 @@ export class BranchNode {
   }
 
   #askIndex(requestId: number): void {
-    this.#sendToPrimary({ read: {} }).then(
-      ({ position, end = 0 }) =>
-        this.#feed({ type: "indexed", requestId, commit: position, end, refusal: undefined }),
+    const primary: ProcessRef = { type: "branch", id: this.#current().primary };
+    const what = { message: "read", interface: "query", about: undefined } as const;
+    this.#sendToPrimary({ read: { clock: this.#clock.send(primary, what) } }).then(
+      ({ position, end = 0, clock = 0 }) => {
+        this.#clock.receive(primary, clock, { ...what, message: "answer" });
+        this.#feed({ type: "indexed", requestId, commit: position, end, refusal: undefined });
+      },
       (error: RpcError) =>
         this.#feed({
           type: "indexed",
@@ -682,13 +740,34 @@ export class BranchNode {
   }
 
   #forward(requestId: number, update: Update, key: string | undefined): void {
-    const message = { forward: { interface: update.kind, amount: update.amount, key: key ?? "" } };
+    const primary: ProcessRef = { type: "branch", id: this.#current().primary };
+    const what = { interface: update.kind, about: requestOfKey(key) };
+    const clock = this.#clock.send(primary, { message: "forward", ...what });
+    const message = { forward: { interface: update.kind, amount: update.amount, key: key ?? "", clock } };
     this.#sendToPrimary(message).then(
-      (decision) => this.#feed({ type: "decided", requestId, decision, refusal: undefined }),
+      (decision) => {
+        this.#clock.receive(primary, decision.clock ?? 0, { message: "answer", ...what });
+        this.#feed({ type: "decided", requestId, decision, refusal: undefined });
+      },
       (error: RpcError) =>
         this.#feed({ type: "decided", requestId, decision: undefined, refusal: refusal(error) }),
     );
   }
+}
+
+/** A recorded clock event as Branch.events sends it. */
+function wireClockEvent(event: ClockEvent): WireClockEvent {
+  return {
+    clock: event.clock,
+    kind: event.kind,
+    peer_type: event.peer.type,
+    peer_id: event.peer.id,
+    message: event.message,
+    interface: event.interface,
+    customer_id: event.about.customer,
+    request_id: event.about.request,
+    sent: event.sent ?? 0,
+  };
 }
 
 /** The default reaction to a failed disk: one line on stderr, and exit 1. */

@@ -24,7 +24,9 @@ import type { HistoryFinal } from "./history.ts";
 import { readScenario, type Scenario, validateScenario } from "./input.ts";
 import { type Format, FORMATS, renderOutput } from "./output.ts";
 import { readLines } from "./lines.ts";
-import { BranchClient } from "./transport.ts";
+import type { LamportClock, ProcessEvents } from "./lamport.ts";
+import { BranchClient, RpcError } from "./transport.ts";
+import { decodeClockEvent } from "./wire_codec.ts";
 
 /** What `customer --help` prints. */
 export const CUSTOMER_USAGE = `Usage: customer INPUT (--branch ID=HOST:PORT ... | --port-base N) [--format F]
@@ -51,6 +53,17 @@ export interface CustomerInput {
   readonly concurrent: boolean;
   /** Whether requests carry what the customers have seen (Request.after). */
   readonly session: boolean;
+  /**
+   * Whether to report the run's Lamport clock events (the branches must record theirs: --record-clocks),
+   * as one {@linkcode CustomerClocks} line after the final states, if those are asked for too.
+   */
+  readonly clocks: boolean;
+}
+
+/** The line the customer process prints last when asked for clock events: every process's. */
+export interface CustomerClocks {
+  /** The customers, in the order they first act in the input, then the branches, in input order. */
+  readonly clocks: readonly ProcessEvents[];
 }
 
 /** One line per customer entry, printed as soon as the entry is done. */
@@ -120,15 +133,23 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
     // request to a branch that main has stopped too.
     lines.next().finally(() => Deno.exit(1));
     const session = { seen: 0 };
+    const clocks = plan.clocks ? new Map<number, LamportClock>() : undefined;
     await runCustomers(scenario.customers, clients.map, {
       deadlineMs,
       concurrent,
       session,
       carrySession: plan.session,
       onResult: (result, entry) => console.log(JSON.stringify({ entry, result } satisfies CustomerResult)),
+      ...(clocks === undefined ? {} : { clocks }),
     });
-    if (finals) {
-      const line: CustomerFinals = { finals: await finalStates(clients.map, session, deadlineMs) };
+    // The final queries wait until every branch has applied all that was answered: by then each has
+    // received every entry, and recorded it, before its events are asked for.
+    const states = finals || clocks !== undefined ? await finalStates(clients.map, session, deadlineMs) : [];
+    if (finals) console.log(JSON.stringify({ finals: states } satisfies CustomerFinals));
+    if (clocks !== undefined) {
+      const line: CustomerClocks = {
+        clocks: [...customerEvents(clocks), ...await branchEvents(clients.map, deadlineMs)],
+      };
       console.log(JSON.stringify(line));
     }
     return 0;
@@ -148,6 +169,27 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
   });
   await Deno.stdout.write(new TextEncoder().encode(renderOutput(results, format)));
   return 0;
+}
+
+function customerEvents(clocks: ReadonlyMap<number, LamportClock>): ProcessEvents[] {
+  return [...clocks].map(([id, clock]) => ({ process: { type: "customer", id }, events: clock.events() }));
+}
+
+/** Every branch's recorded clock events (Branch.events), in the order of `clients`. */
+function branchEvents(
+  clients: ReadonlyMap<number, BranchClient>,
+  deadlineMs: number,
+): Promise<ProcessEvents[]> {
+  return Promise.all([...clients].map(async ([id, client]) => {
+    const events = (await client.events(deadlineMs)).map((wire) => {
+      const event = decodeClockEvent(wire);
+      if (!event.ok) {
+        throw new RpcError("INTERNAL", `branch ${id} sent a malformed event: ${event.refusal.message}`);
+      }
+      return event.value;
+    });
+    return { process: { type: "branch", id }, events };
+  }));
 }
 
 function branchAddresses(scenario: Scenario, flags: string[] | undefined, portBase: string | undefined) {

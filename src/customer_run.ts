@@ -7,6 +7,7 @@
 
 import type { CustomerEntry, Event } from "./input.ts";
 import type { HistoryFinal } from "./history.ts";
+import { LamportClock, type ProcessRef } from "./lamport.ts";
 import type { EntryResult, Reply } from "./output.ts";
 import { BranchClient, RpcError, type WireResponse } from "./transport.ts";
 import { units } from "./wire_codec.ts";
@@ -15,6 +16,8 @@ import { units } from "./wire_codec.ts";
 export interface TimedReply extends Reply {
   /** The log position the reply reflects. */
   readonly position: number;
+  /** The request's id (Request.request_id): what the clock events of its messages name it by. */
+  readonly requestId: number;
   /** When the request was sent and its reply came, in ms of this process's monotonic clock. */
   readonly invoke: number;
   readonly complete: number;
@@ -49,6 +52,11 @@ export interface CustomerRunOptions {
   readonly carrySession?: boolean;
   /** How many times a request is sent at most (default 4). */
   readonly attempts?: number;
+  /**
+   * Each customer's Lamport clock, by customer id, made (recording its events) when the customer first
+   * acts: the caller reads them once the run is done. Without it the clocks run unrecorded.
+   */
+  readonly clocks?: Map<number, LamportClock>;
 }
 
 /**
@@ -123,13 +131,20 @@ export async function runCustomers(
     throw new CustomerError(`a run takes fewer than ${EVENTS_PER_RUN} events`);
   }
   const session = options.session ?? { seen: 0 };
+  const clocks = options.clocks ?? new Map<number, LamportClock>();
   const runEntry = async (entry: CustomerEntry, index: number): Promise<TimedResult> => {
     const recv: TimedReply[] = [];
+    // A customer id named by several entries is one customer, with one clock.
+    const clock = clocks.get(entry.id) ?? new LamportClock({ record: options.clocks !== undefined });
+    clocks.set(entry.id, clock);
     for (const [eventIndex, event] of entry.events.entries()) {
       const client = clients.get(event.branch);
       if (client === undefined) throw new CustomerError(`no address for branch ${event.branch}`);
       const requestId = (firstRequest[index] as number) + eventIndex;
-      const reply = await send(client, entry.id, eventIndex, event, requestId, session, options);
+      const reply = await send(client, entry.id, eventIndex, event, requestId, session, {
+        ...options,
+        clock,
+      });
       recv.push(reply);
     }
     const result = { id: entry.id, recv };
@@ -154,7 +169,8 @@ export function finalStates(
 ): Promise<HistoryFinal[]> {
   return Promise.all([...clients].map(async ([branch, client]) => {
     const event = { id: undefined, interface: "query", amount: 0, branch } as const;
-    const { balance, position } = await send(client, 0, 0, event, 0, { ...session }, { deadlineMs });
+    const options = { deadlineMs, clock: new LamportClock() };
+    const { balance, position } = await send(client, 0, 0, event, 0, { ...session }, options);
     return { type: "final", branch, balance, position } as const;
   }));
 }
@@ -166,9 +182,16 @@ async function send(
   event: Event,
   requestId: number,
   session: Session,
-  options: { readonly deadlineMs: number; readonly attempts?: number; readonly carrySession?: boolean },
+  options: {
+    readonly deadlineMs: number;
+    readonly clock: LamportClock;
+    readonly attempts?: number;
+    readonly carrySession?: boolean;
+  },
 ): Promise<TimedReply> {
-  const { deadlineMs, attempts = ATTEMPTS, carrySession = true } = options;
+  const { deadlineMs, clock, attempts = ATTEMPTS, carrySession = true } = options;
+  const to: ProcessRef = { type: "branch", id: event.branch };
+  const about = { customer, request: requestId };
   const where = `customer ${customer}, event ${
     event.id ?? `#${index}`
   } (${event.interface} at branch ${event.branch})`;
@@ -185,7 +208,9 @@ async function send(
   const invoke = performance.now();
   for (let attempt = 1;; attempt++) {
     try {
-      response = await client.deliver(request, deadlineMs);
+      // Each try is a message of its own, with the clock of its sending.
+      const sent = clock.send(to, { message: "request", interface: event.interface, about });
+      response = await client.deliver({ ...request, clock: sent }, deadlineMs);
       break;
     } catch (error) {
       // A branch that was unreachable, or did not answer in time, may have applied the update or not: the
@@ -200,6 +225,7 @@ async function send(
     }
   }
   const complete = performance.now();
+  clock.receive(to, response.clock ?? 0, { message: "reply", interface: event.interface, about });
   const balance = units(response.balance);
   const position = units(response.position);
   if (response.interface !== event.interface || balance === undefined || position === undefined) {
@@ -207,5 +233,6 @@ async function send(
   }
   session.seen = Math.max(session.seen, position);
   const { interface: kind, branch } = event;
-  return { interface: kind, branch, success: response.success, balance, position, invoke, complete };
+  const { success } = response;
+  return { interface: kind, branch, success, balance, position, requestId, invoke, complete };
 }

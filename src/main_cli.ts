@@ -27,6 +27,9 @@ received to the output file.
   --concurrent         run every customer entry at once (each entry's events still in order), as the
                        original program did; the output keeps its order
   --history PATH       also write the run's history, one JSON line per request, for main.ts check
+  --clock-output DIR   also write the run's Lamport clock events in the logical-clock exercise's three
+                       files, DIR/customer_events.json, branch_events.json and all_events.json (DIR is
+                       made if need be)
   --propagation P      sync (default): an update is answered once a majority of the branches has it;
                        async: once the primary has it, before any other branch does (the course's
                        client-centric exercise): a customer that moves on may read a stale balance
@@ -82,6 +85,7 @@ async function runMain(args: readonly string[]): Promise<number> {
   const { values, positionals } = parseFlags(args, {
     output: { type: "string" },
     history: { type: "string" },
+    "clock-output": { type: "string" },
     concurrent: { type: "boolean" },
     propagation: { type: "string" },
     "no-session": { type: "boolean" },
@@ -102,8 +106,8 @@ async function runMain(args: readonly string[]): Promise<number> {
   if (!FORMATS.includes(format)) {
     throw new UsageError(`--format: expected one of ${FORMATS.join(", ")}, got "${format}"`);
   }
-  if (values["data-dir"] === "") {
-    throw new UsageError("--data-dir: expected a directory, got an empty string");
+  for (const flag of ["data-dir", "clock-output"] as const) {
+    if (values[flag] === "") throw new UsageError(`--${flag}: expected a directory, got an empty string`);
   }
   const propagation = values.propagation ?? "sync";
   if (propagation !== "sync" && propagation !== "async") {
@@ -119,6 +123,7 @@ async function runMain(args: readonly string[]): Promise<number> {
       inputPath: positionals[0] as string,
       outputPath: values.output ?? "output.txt",
       historyPath: values.history,
+      clockOutputDir: values["clock-output"],
       concurrent: values.concurrent ?? false,
       propagation,
       session: !values["no-session"],

@@ -23,6 +23,8 @@ export interface WireRequest {
   readonly request_id: number;
   /** Added after the first version: absent in what older code sends (and then 0 on arrival). */
   readonly after?: number;
+  /** The sender's Lamport clock; added after the first version, like `after`. */
+  readonly clock?: number;
 }
 
 /** `Response` of proto/bank.proto as grpc-js decodes it. */
@@ -32,6 +34,21 @@ export interface WireResponse {
   readonly money: number;
   readonly balance: number;
   readonly position: number;
+  /** The branch's Lamport clock for sending it (0 from a branch that keeps none). */
+  readonly clock?: number;
+}
+
+/** `ClockEvent` of proto/bank.proto as grpc-js decodes it. */
+export interface WireClockEvent {
+  readonly clock: number;
+  readonly kind: string;
+  readonly peer_type: string;
+  readonly peer_id: number;
+  readonly message: string;
+  readonly interface: string;
+  readonly customer_id: number;
+  readonly request_id: number;
+  readonly sent: number;
 }
 
 /** `BranchStatus` of proto/bank.proto as grpc-js decodes it. */
@@ -56,6 +73,8 @@ export interface WireEntry {
   readonly commit: number;
   /** Added after the first version: absent in what older code sends (and then "" on arrival). */
   readonly key?: string;
+  /** The sender's Lamport clock for sending this entry; added after the first version, like `key`. */
+  readonly clock?: number;
 }
 
 /** `Forward` of proto/bank.proto as grpc-js decodes it. */
@@ -63,20 +82,22 @@ export interface WireForward {
   readonly interface: string;
   readonly amount: number;
   readonly key: string;
+  /** The sender's Lamport clock (0 on arrival from older code). */
+  readonly clock?: number;
 }
 
 /** A request on a link, as grpc-js decodes it: `kind` names the one that is set. */
 export type WireLinkRequest =
   | { readonly kind: "entry"; readonly entry: WireEntry }
   | { readonly kind: "forward"; readonly forward: WireForward }
-  | { readonly kind: "read"; readonly read: Record<string, never> }
+  | { readonly kind: "read"; readonly read: { readonly clock?: number } }
   | { readonly kind: "batch"; readonly batch: { readonly entries: readonly WireEntry[] } };
 
 /** A request to send on a link. */
 export type OutgoingLinkRequest =
   | { readonly entry: WireEntry }
   | { readonly forward: WireForward }
-  | { readonly read: Record<string, never> }
+  | { readonly read: { readonly clock: number } }
   | { readonly batch: { readonly entries: readonly WireEntry[] } };
 
 /** What a link request is answered with, when it is carried out (`Answer` without its error fields). */
@@ -87,6 +108,8 @@ export interface LinkAnswer {
   readonly position: number;
   /** To a read index: the last position of the primary's log (Answer.end); 0 otherwise. */
   readonly end?: number;
+  /** The answering end's Lamport clock for sending the answer (Answer.clock); 0 when it keeps none. */
+  readonly clock?: number;
 }
 
 /** A call that ended with an error status, or an answer a handler wants to send as one. */
@@ -152,6 +175,8 @@ export interface BranchHandlers {
   deliver(request: WireRequest): Promise<WireResponse>;
   /** Where the branch stands (Branch.status); without it the rpc answers UNIMPLEMENTED. */
   status?(): Promise<WireStatus>;
+  /** The branch's recorded clock events (Branch.events); without it the rpc answers UNIMPLEMENTED. */
+  events?(): Promise<readonly WireClockEvent[]>;
   /**
    * A peer (named by its `bank-branch-id` header) opened a link; returns an RpcError to refuse it. The
    * handler keeps the link, answers its requests through {@linkcode Link.serve}, and sends its response
@@ -183,6 +208,7 @@ export async function serveBranch(address: string, handlers: BranchHandlers): Pr
   server.addService(branch, {
     deliver: unary(handlers.deliver),
     ...(handlers.status === undefined ? {} : { status: unary(handlers.status) }),
+    ...(handlers.events === undefined ? {} : { events: unary(eventsHandler(handlers.events)) }),
     link: linkHandler(handlers.linked),
   });
   const healthStatus = new HealthStatus();
@@ -206,6 +232,10 @@ function bindProblem(error: Error): string {
   if (error.message.includes("EADDRNOTAVAIL")) return "address not available on this host";
   if (error.message.includes("EACCES")) return "permission denied";
   return error.message;
+}
+
+function eventsHandler(events: () => Promise<readonly WireClockEvent[]>) {
+  return async () => ({ events: await events() });
 }
 
 function unary<Req, Res>(handler: (request: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
@@ -326,6 +356,12 @@ export class BranchClient {
     return this.#unary("status", {}, deadlineMs);
   }
 
+  /** Calls Branch.events; rejects with RpcError. */
+  async events(deadlineMs: number): Promise<readonly WireClockEvent[]> {
+    const { events } = await this.#unary<object, { events: WireClockEvent[] }>("events", {}, deadlineMs);
+    return events;
+  }
+
   /** Opens a Branch.link stream to this branch, naming this end `self` (a branch id) and its log. */
   link(self: number, logId: number): Link {
     const method = this.#methods["link"];
@@ -420,6 +456,7 @@ interface WireAnswer {
   readonly message: string;
   readonly position: number;
   readonly end: number;
+  readonly clock: number;
 }
 
 /** `LinkMessage` of proto/bank.proto as grpc-js decodes it. */
@@ -610,8 +647,8 @@ export class Link {
   #answer(request: WireLinkMessage & WireLinkRequest): void {
     const { seq } = request;
     this.#onRequest(request).then(
-      ({ success, balance, position, end = 0 }) =>
-        this.#write({ seq, answer: { success, balance, position, end, code: 0, message: "" } }),
+      ({ success, balance, position, end = 0, clock = 0 }) =>
+        this.#write({ seq, answer: { success, balance, position, end, clock, code: 0, message: "" } }),
       (error: unknown) => {
         const { code, details } = toServiceError(error);
         const answer = {
@@ -619,6 +656,7 @@ export class Link {
           balance: 0,
           position: 0,
           end: 0,
+          clock: 0,
           code: code ?? grpc.status.INTERNAL,
           message: details ?? "",
         };
@@ -663,8 +701,8 @@ export class Link {
     // which is cheaper than clearing it and setting it again for the next request.
     this.#inFlight.delete(seq);
     if (answer.code === 0) {
-      const { success, balance, position, end } = answer;
-      inFlight.resolve({ success, balance, position, end });
+      const { success, balance, position, end, clock } = answer;
+      inFlight.resolve({ success, balance, position, end, clock });
     } else inFlight.reject(new RpcError(statusName(answer.code), answer.message));
   }
 

@@ -8,7 +8,8 @@
 
 import type { Entry, Refusal, Update } from "./branch_core.ts";
 import { type Interface, INTERFACES } from "./input.ts";
-import type { WireEntry, WireForward, WireRequest, WireResponse } from "./transport.ts";
+import type { ClockEvent, MessageKind, RequestRef } from "./lamport.ts";
+import type { WireClockEvent, WireEntry, WireForward, WireRequest, WireResponse } from "./transport.ts";
 
 /** A decoded value, or why it could not be decoded. */
 export type Decoded<T> = { readonly ok: true; readonly value: T } | {
@@ -122,4 +123,61 @@ export function units(value: number): number | undefined {
 
 function invalid(message: string): { readonly ok: false; readonly refusal: Refusal } {
   return { ok: false, refusal: { code: "INVALID_ARGUMENT", message } };
+}
+
+/** The customer and request ids a key ("customer/request") names; undefined for none. */
+export function requestOfKey(key: string | undefined): RequestRef | undefined {
+  if (key === undefined || key === "") return undefined;
+  const [customer, request] = key.split("/").map(Number);
+  return customer === undefined || request === undefined ? undefined : { customer, request };
+}
+
+const MESSAGE_KINDS: readonly MessageKind[] = [
+  "request",
+  "reply",
+  "forward",
+  "answer",
+  "entry",
+  "ack",
+  "read",
+];
+
+/** Decodes and checks one of a branch's recorded clock events (Branch.events). */
+export function decodeClockEvent(wire: WireClockEvent): Decoded<ClockEvent> {
+  const [clock, peer, customer, request, sent] = [
+    wire.clock,
+    wire.peer_id,
+    wire.customer_id,
+    wire.request_id,
+    wire.sent,
+  ]
+    .map(units);
+  if (clock === undefined || peer === undefined || customer === undefined || request === undefined) {
+    return invalid(`a clock event's numbers must be whole, got ${JSON.stringify(wire)}`);
+  }
+  if (sent === undefined || (wire.kind !== "send" && wire.kind !== "recv")) {
+    return invalid(`a clock event is a send or a recv, got ${JSON.stringify(wire)}`);
+  }
+  if (wire.peer_type !== "customer" && wire.peer_type !== "branch") {
+    return invalid(`a clock event's peer is a customer or a branch, got ${JSON.stringify(wire.peer_type)}`);
+  }
+  if (
+    !MESSAGE_KINDS.includes(wire.message as MessageKind) || !INTERFACES.includes(wire.interface as Interface)
+  ) {
+    return invalid(
+      `unknown message ${JSON.stringify(wire.message)} or interface ${JSON.stringify(wire.interface)}`,
+    );
+  }
+  return {
+    ok: true,
+    value: {
+      clock,
+      kind: wire.kind,
+      peer: { type: wire.peer_type, id: peer },
+      message: wire.message as MessageKind,
+      interface: wire.interface as Interface,
+      about: { customer, request },
+      ...(wire.kind === "recv" ? { sent } : {}),
+    },
+  };
 }

@@ -1,0 +1,161 @@
+/**
+ * Lamport logical clocks: every process (customer or branch) keeps one, ticks it for each event it records
+ * (+1 for a send; max(own, carried) + 1 for a receive), and every message carries the sender's clock, so
+ * that whenever one event happened before another, its clock is the smaller.
+ *
+ * A process records what it sends and receives as {@linkcode ClockEvent}s: one stream of trace records
+ * that `--clock-output` (src/clock_files.ts) and {@linkcode clockViolations} read.
+ *
+ * @module
+ */
+
+import type { Interface } from "./input.ts";
+
+/** A process of a run. */
+export interface ProcessRef {
+  readonly type: "customer" | "branch";
+  readonly id: number;
+}
+
+/**
+ * What a message is: a customer's `request` and its branch's `reply`; a backup's `forward` of an update to
+ * the primary and the primary's `answer`; an `entry` of the primary's log sent to a backup and the
+ * backup's `ack`; a backup's `read` index question.
+ */
+export type MessageKind = "request" | "reply" | "forward" | "answer" | "entry" | "ack" | "read";
+
+/** The customer request a message is part of: its customer and its id (Request.request_id). */
+export interface RequestRef {
+  readonly customer: number;
+  readonly request: number;
+}
+
+/** A message sent or received, as the process that did it records it. */
+export interface ClockEvent {
+  /** The process's clock for this event. */
+  readonly clock: number;
+  readonly kind: "send" | "recv";
+  /** Whom it was sent to, or whom it came from. */
+  readonly peer: ProcessRef;
+  readonly message: MessageKind;
+  /** The operation of the request it is part of. */
+  readonly interface: Interface;
+  readonly about: RequestRef;
+  /** On a receive: the sender's clock that the message carried (its send event's clock). */
+  readonly sent?: number;
+}
+
+/** One process's recorded events, in the order it recorded them. */
+export interface ProcessEvents {
+  readonly process: ProcessRef;
+  readonly events: readonly ClockEvent[];
+}
+
+/** What a recorded message is about: its kind, its request's operation and the request. */
+export interface MessageAbout {
+  readonly message: MessageKind;
+  readonly interface: Interface;
+  /** Without one (a message of no customer's request, such as a read index), nothing is recorded. */
+  readonly about: RequestRef | undefined;
+}
+
+/**
+ * A process's Lamport clock and, when asked to record, its events. Events are kept only for messages
+ * that belong to a customer's request; the clock ticks for every message either way.
+ */
+export class LamportClock {
+  #time = 0;
+  readonly #events: ClockEvent[] | undefined;
+
+  /** A clock at 0; with `record`, it keeps every event it is told of (see {@linkcode events}). */
+  constructor(options: { readonly record?: boolean } = {}) {
+    this.#events = options.record ? [] : undefined;
+  }
+
+  /** The clock's current value. */
+  get time(): number {
+    return this.#time;
+  }
+
+  /** Records sending a message to `peer`; returns the clock the message carries. */
+  send(peer: ProcessRef, what: MessageAbout): number {
+    this.#time++;
+    this.#record({ clock: this.#time, kind: "send", peer, what });
+    return this.#time;
+  }
+
+  /**
+   * Records receiving a message from `peer` that carried clock `sent`; returns this event's clock. A message
+   * that carries none (0: an error status, or a sender that keeps no clock) is received like a local event,
+   * and so is one whose clock is not a non-negative safe integer: a peer's bad clock must not stop this one.
+   */
+  receive(peer: ProcessRef, carried: number, what: MessageAbout): number {
+    const sent = Number.isSafeInteger(carried) && carried > 0 ? carried : 0;
+    this.#time = Math.max(this.#time, sent) + 1;
+    this.#record({ clock: this.#time, kind: "recv", peer, what, sent });
+    return this.#time;
+  }
+
+  /** The events recorded so far, in order (empty when not recording). */
+  events(): readonly ClockEvent[] {
+    return this.#events ?? [];
+  }
+
+  #record(
+    event: { clock: number; kind: "send" | "recv"; peer: ProcessRef; what: MessageAbout; sent?: number },
+  ): void {
+    const { what } = event;
+    if (this.#events === undefined || what.about === undefined) return;
+    this.#events.push({
+      clock: event.clock,
+      kind: event.kind,
+      peer: event.peer,
+      message: what.message,
+      interface: what.interface,
+      about: what.about,
+      ...(event.sent === undefined ? {} : { sent: event.sent }),
+    });
+  }
+}
+
+/**
+ * Where the recorded events of a run break the clock rules, as one line each (none: they hold): each
+ * process's clocks strictly increase, and every receive's clock exceeds the clock its message carried,
+ * which is the clock of a matching send recorded by the sender (when the sender's events are given).
+ */
+export function clockViolations(processes: readonly ProcessEvents[]): string[] {
+  const problems: string[] = [];
+  const sends = new Map<string, ClockEvent>();
+  for (const { process, events } of processes) {
+    for (const event of events) {
+      if (event.kind === "send") sends.set(sendKey(process, event.peer, event.clock), event);
+    }
+  }
+  const recorded = new Set(processes.map(({ process }) => name(process)));
+  for (const { process, events } of processes) {
+    let previous = 0;
+    for (const event of events) {
+      const where = `${name(process)}, clock ${event.clock}`;
+      if (event.clock <= previous) problems.push(`${where}: not above the event before it (${previous})`);
+      previous = event.clock;
+      if (event.kind === "send") continue;
+      const sent = event.sent ?? 0;
+      if (event.clock <= sent) problems.push(`${where}: a receive not above its message's clock ${sent}`);
+      if (!recorded.has(name(event.peer))) continue;
+      const send = sends.get(sendKey(event.peer, process, sent));
+      if (send === undefined || send.message !== event.message) {
+        problems.push(`${where}: no ${event.message} sent by ${name(event.peer)} at clock ${sent}`);
+      }
+    }
+  }
+  return problems;
+}
+
+/** "branch 2", "customer 1". */
+export function name(process: ProcessRef): string {
+  return `${process.type} ${process.id}`;
+}
+
+function sendKey(from: ProcessRef, to: ProcessRef, clock: number): string {
+  return `${name(from)}>${name(to)}@${clock}`;
+}
