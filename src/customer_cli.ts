@@ -148,7 +148,7 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
     if (finals) console.log(JSON.stringify({ finals: states } satisfies CustomerFinals));
     if (clocks !== undefined) {
       const line: CustomerClocks = {
-        clocks: [...customerEvents(clocks), ...await branchEvents(clients.map, deadlineMs)],
+        clocks: [...customerEvents(clocks), ...await branchEvents(scenario, clients.map, deadlineMs)],
       };
       console.log(JSON.stringify(line));
     }
@@ -175,12 +175,14 @@ function customerEvents(clocks: ReadonlyMap<number, LamportClock>): ProcessEvent
   return [...clocks].map(([id, clock]) => ({ process: { type: "customer", id }, events: clock.events() }));
 }
 
-/** Every branch's recorded clock events (Branch.events), in the order of `clients`. */
+/** Every branch's recorded clock events (Branch.events), in the input's order of branches. */
 function branchEvents(
+  scenario: Scenario,
   clients: ReadonlyMap<number, BranchClient>,
   deadlineMs: number,
 ): Promise<ProcessEvents[]> {
-  return Promise.all([...clients].map(async ([id, client]) => {
+  return Promise.all(scenario.branches.map(async ({ id }) => {
+    const client = clients.get(id) as BranchClient;
     const events = (await client.events(deadlineMs)).map((wire) => {
       const event = decodeClockEvent(wire);
       if (!event.ok) {

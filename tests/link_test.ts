@@ -98,11 +98,24 @@ class RawLink implements AsyncDisposable {
     this.#call.write(message);
   }
 
-  /** The next message the branch sends; rejects if the call ends first. */
+  /**
+   * The next message the branch sends, without its Lamport clock; rejects if the call ends first. The
+   * clock is checked here, not compared: every answer or forward carries one, above 0 unless it is a
+   * refusal (an error carries none). Its values are tests/clock_run_test.ts's business.
+   */
   async next(): Promise<LinkMessage> {
     const next = await this.#messages.next();
     if (next.done) throw new Error(`link ended: ${describe(await this.status)}`);
-    return next.value;
+    const message = next.value as LinkMessage & Record<string, Record<string, unknown>>;
+    for (const kind of ["answer", "forward"]) {
+      const body = message[kind];
+      if (body === undefined) continue;
+      const { clock, ...rest } = body;
+      const refused = kind === "answer" && body["code"] !== 0;
+      assertMatch(String(clock), refused ? /^0$/ : /^[1-9]\d*$/, `the clock of ${JSON.stringify(message)}`);
+      message[kind] = rest;
+    }
+    return message;
   }
 
   /** Cancels the call if it is still open, waits for its status and closes the client; once. */
@@ -348,13 +361,17 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
       kind: "answer",
       answer: { success: true, balance: "120", position: "2", end: "0", code: 0, message: "" },
     });
-    link.send({ seq: 1, answer: { success: true, balance: 120, position: 2, code: 0, message: "" } });
+    // The answer carries this end's clock, far ahead of the backup's: the backup takes it on receipt (101)
+    // and sends its reply at the next tick.
+    const answer = { success: true, balance: 120, position: 2, code: 0, message: "", clock: 100 };
+    link.send({ seq: 1, answer });
     assertEquals(await reply, {
       interface: "withdraw",
       success: true,
       money: 120,
       balance: 120,
       position: 2,
+      clock: 102,
     });
   } finally {
     client.close();
