@@ -9,6 +9,7 @@ import { AtomicFile } from "./atomic_file.ts";
 import { primaryOf, type Propagation } from "./branch_core.ts";
 import type { BackupAddress, BranchPlan } from "./branch_cli.ts";
 import { CLOCK_FILE_NAMES, type ClockFiles, renderClockFiles } from "./clock_files.ts";
+import { type Outcome, renderDiagram } from "./diagram.ts";
 import type {
   CustomerAddress,
   CustomerClocks,
@@ -39,6 +40,8 @@ export interface BankRunOptions {
   readonly historyPath: string | undefined;
   /** A directory to write the run's Lamport clock files in (src/clock_files.ts), if any; made if need be. */
   readonly clockOutputDir: string | undefined;
+  /** Where to write the run's space-time diagram (src/diagram.ts), if anywhere. */
+  readonly diagramPath: string | undefined;
   readonly format: Format;
   /** When set, branch ID listens on 127.0.0.1:portBase+ID; otherwise on a free port. */
   readonly portBase: number | undefined;
@@ -89,6 +92,14 @@ export async function runBank(options: BankRunOptions): Promise<void> {
         `cannot write clock files: ${error.message}`,
       );
     });
+  const diagram = options.diagramPath === undefined
+    ? undefined
+    : await reserve(options.diagramPath, "diagram").catch(async (error) => {
+      await output.discard();
+      await history?.discard();
+      await clockFiles?.discard();
+      throw error;
+    });
   let dataDir: string | undefined;
   try {
     dataDir = await dataDirectory(options.dataDir);
@@ -97,11 +108,14 @@ export async function runBank(options: BankRunOptions): Promise<void> {
       await output.commit(renderOutput(results, options.format));
       await history?.commit(renderHistory(historyOf(scenario, results, finals)));
       await clockFiles?.commit(renderClockFiles(clocks, eventIds(scenario, results)));
+      const title = `The bank's run of ${options.inputPath}`;
+      await diagram?.commit(renderDiagram(clocks, { title, outcomes: outcomes(results) }));
     });
   } catch (error) {
     await output.discard();
     await history?.discard();
     await clockFiles?.discard();
+    await diagram?.discard();
     throw error;
   } finally {
     if (options.dataDir === undefined && dataDir !== undefined) {
@@ -153,6 +167,15 @@ class ClockFileSet {
   }
 }
 
+/** What each request got, by "customer/request" (see TimedReply.requestId). */
+function outcomes(results: readonly TimedResult[]): Map<string, Outcome> {
+  return new Map(
+    results.flatMap(({ id, recv }) =>
+      recv.map(({ requestId, success, balance }) => [`${id}/${requestId}`, { success, balance }] as const)
+    ),
+  );
+}
+
 /** The input's id of each request's event, by "customer/request" (see TimedReply.requestId). */
 function eventIds(scenario: Scenario, results: readonly TimedResult[]) {
   const ids = new Map<string, number | null>();
@@ -178,6 +201,11 @@ async function dataDirectory(given: string | undefined): Promise<string> {
   } catch (error) {
     throw new InputError(given, "", `cannot use as the data directory: ${(error as Error).message}`);
   }
+}
+
+/** Whether the run's clock events are wanted: for the clock files or the diagram. */
+function recordsClocks(options: BankRunOptions): boolean {
+  return options.clockOutputDir !== undefined || options.diagramPath !== undefined;
 }
 
 /** What a run's files are made of. */
@@ -233,7 +261,7 @@ async function runProcesses(
     options.log(`all ${branches.length} branches serving; customer process is pid ${customer.pid}`);
     const results = await supervisor.race(collectResults(customer, scenario.customers.length));
     const finals = options.historyPath === undefined ? [] : await supervisor.race(finalStates(customer));
-    const clocks = options.clockOutputDir === undefined ? [] : await supervisor.race(clockEvents(customer));
+    const clocks = recordsClocks(options) ? await supervisor.race(clockEvents(customer)) : [];
     options.log(`all ${results.length} customer entries done`);
     committed = commit({ results, finals, clocks });
     committed.catch(() => {}); // Awaited below, once every child is stopped.
@@ -270,7 +298,7 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
     local ? "local" : "commit",
     "--propagation",
     options.propagation,
-    ...(options.clockOutputDir === undefined ? [] : ["--record-clocks"]),
+    ...(recordsClocks(options) ? ["--record-clocks"] : []),
   ];
   const branches: Child[] = [];
   for (const index of [primaryIndex, ...ids.keys().filter((index) => index !== primaryIndex)]) {
@@ -301,7 +329,7 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
     finalStates: options.historyPath !== undefined,
     concurrent: options.concurrent,
     session: options.session,
-    clocks: options.clockOutputDir !== undefined,
+    clocks: recordsClocks(options),
   };
   customer.send(JSON.stringify(input)).catch(() => {});
   return { customer, branches };

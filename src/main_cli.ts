@@ -30,6 +30,8 @@ received to the output file.
   --clock-output DIR   also write the run's Lamport clock events in the logical-clock exercise's three
                        files, DIR/customer_events.json, branch_events.json and all_events.json (DIR is
                        made if need be)
+  --diagram PATH       also write a space-time diagram of the run: one self-contained HTML page, a lane
+                       per process, an arrow per message, by Lamport clock
   --propagation P      sync (default): an update is answered once a majority of the branches has it;
                        async: once the primary has it, before any other branch does (the course's
                        client-centric exercise): a customer that moves on may read a stale balance
@@ -86,6 +88,7 @@ async function runMain(args: readonly string[]): Promise<number> {
     output: { type: "string" },
     history: { type: "string" },
     "clock-output": { type: "string" },
+    diagram: { type: "string" },
     concurrent: { type: "boolean" },
     propagation: { type: "string" },
     "no-session": { type: "boolean" },
@@ -124,6 +127,7 @@ async function runMain(args: readonly string[]): Promise<number> {
       outputPath: values.output ?? "output.txt",
       historyPath: values.history,
       clockOutputDir: values["clock-output"],
+      diagramPath: values.diagram,
       concurrent: values.concurrent ?? false,
       propagation,
       session: !values["no-session"],
