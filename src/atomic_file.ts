@@ -23,6 +23,8 @@ export class AtomicFile {
   static async reserve(path: string): Promise<AtomicFile> {
     const dir = dirname(path);
     try {
+      // Such a path names a directory, or nothing: the rename at the end would fail.
+      if (path === "" || path.endsWith("/")) throw new Error("names no file");
       const info = await Deno.stat(path).catch((error) => {
         if (error instanceof Deno.errors.NotFound) return undefined;
         throw error;

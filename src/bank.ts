@@ -5,6 +5,7 @@
  * @module
  */
 
+import { dirname } from "node:path";
 import { AtomicFile } from "./atomic_file.ts";
 import { primaryOf, type Propagation } from "./branch_core.ts";
 import type { BackupAddress, BranchPlan } from "./branch_cli.ts";
@@ -105,11 +106,22 @@ export async function runBank(options: BankRunOptions): Promise<void> {
     dataDir = await dataDirectory(options.dataDir);
     options.log(`branch data in ${dataDir}`);
     await runProcesses(scenario, { ...options, dataDir }, async ({ results, finals, clocks }) => {
-      await output.commit(renderOutput(results, options.format));
-      await history?.commit(renderHistory(historyOf(scenario, results, finals)));
-      await clockFiles?.commit(renderClockFiles(clocks, eventIds(scenario, results)));
-      const title = `The bank's run of ${options.inputPath}`;
-      await diagram?.commit(renderDiagram(clocks, { title, outcomes: outcomes(results) }));
+      // Every text is made before the first file is written.
+      const eventIdOf = eventIds(scenario, results);
+      const texts = {
+        output: renderOutput(results, options.format),
+        history: history === undefined ? "" : renderHistory(historyOf(scenario, results, finals)),
+        clocks: clockFiles === undefined ? undefined : renderClockFiles(clocks, eventIdOf),
+        diagram: diagram === undefined ? "" : renderDiagram(clocks, {
+          title: `The bank's run of ${options.inputPath}`,
+          outcomes: outcomes(results),
+          eventIdOf,
+        }),
+      };
+      await output.commit(texts.output);
+      await history?.commit(texts.history);
+      if (texts.clocks !== undefined) await clockFiles?.commit(texts.clocks);
+      await diagram?.commit(texts.diagram);
     });
   } catch (error) {
     await output.discard();
@@ -144,7 +156,14 @@ class ClockFileSet {
       if (error instanceof Deno.errors.NotFound) return false;
       throw error;
     });
-    if (!existed) await Deno.mkdir(dir, { recursive: true });
+    // Only DIR itself is made (as an output file's directory must exist), so a failed run removes it all.
+    if (!existed) {
+      await Deno.mkdir(dir).catch((error) => {
+        throw error instanceof Deno.errors.NotFound
+          ? new Error(`directory "${dirname(dir)}" does not exist`)
+          : error;
+      });
+    }
     const files: AtomicFile[] = [];
     try {
       for (const name of CLOCK_FILE_NAMES) files.push(await AtomicFile.reserve(`${dir}/${name}`));

@@ -26,7 +26,14 @@ import {
 } from "./branch_core.ts";
 import { deadline } from "./deadline.ts";
 import { Holding } from "./holding.ts";
-import { type ClockEvent, LamportClock, type MessageAbout, type ProcessRef } from "./lamport.ts";
+import {
+  type ClockEvent,
+  LamportClock,
+  type MessageAbout,
+  type ProcessRef,
+  RECORDED_EVENTS_MAX,
+  type RequestRef,
+} from "./lamport.ts";
 import { type Batch, Storage } from "./storage.ts";
 import { decodeEntry, decodeForward, decodeRequest, encodeResponse, requestOfKey } from "./wire_codec.ts";
 import {
@@ -163,7 +170,7 @@ export class BranchNode {
           const decoded = decodeRequest(request);
           if (!decoded.ok) return rejected(decoded.refusal);
           const customer: ProcessRef = { type: "customer", id: request.customer_id };
-          const about = requestOfKey(decoded.value.key);
+          const about = node.#about(decoded.value.key);
           node.#clock.receive(customer, request.clock ?? 0, {
             message: "request",
             interface: decoded.value.interface,
@@ -187,7 +194,7 @@ export class BranchNode {
         },
         linked: (peer, link) => node.#linked(peer, link),
         status: () => Promise.resolve(node.#status()),
-        events: () => Promise.resolve(node.#clock.events().map(wireClockEvent)),
+        events: () => node.#recordedEvents(),
       });
     } catch (error) {
       node.#storage.close();
@@ -476,28 +483,31 @@ export class BranchNode {
         // transaction before any answer leaves, and answered for its last entry, or with the first
         // refusal (the entries before it stay applied).
         const applying: Promise<LinkAnswer>[] = [];
-        const wires = request.kind === "entry" ? [request.entry] : request.batch.entries;
-        for (const [index, wire] of wires.entries()) {
+        let ack: MessageAbout | undefined;
+        for (const wire of request.kind === "entry" ? [request.entry] : request.batch.entries) {
           const entry = decodeEntry(wire);
           if (!entry.ok) {
             applying.push(rejected(entry.refusal));
             break;
           }
-          const what = { interface: entry.value.update.kind, about: requestOfKey(entry.value.key) };
-          this.#clock.receive(from, wire.clock ?? 0, { message: "entry", ...what });
-          // One ack answers the batch: the last entry's.
-          const encode = answer(index === wires.length - 1 ? { message: "ack", ...what } : undefined);
+          ack = { message: "ack", interface: entry.value.update.kind, about: this.#about(entry.value.key) };
+          this.#clock.receive(from, wire.clock ?? 0, { ...ack, message: "entry" });
           applying.push(
-            this.#call((requestId) => ({ type: "entry", requestId, entry: entry.value }), encode),
+            this.#call((requestId) => ({ type: "entry", requestId, entry: entry.value }), answer(undefined)),
           );
         }
         this.#write();
         if (applying.length === 0) return Promise.reject(new RpcError("INVALID_ARGUMENT", "an empty batch"));
-        return Promise.all(applying).then((answers) => answers.at(-1) as LinkAnswer);
+        // One ack answers the batch, the last entry's: it ticks the clock when it leaves, and only if it
+        // does (a refusal carries none).
+        return Promise.all(applying).then((answers) => ({
+          ...answers.at(-1) as LinkAnswer,
+          clock: this.#clock.send(from, ack as MessageAbout),
+        }));
       }
       const update = decodeForward(request.forward);
       if (!update.ok) return rejected(update.refusal);
-      const what = { interface: update.value.update.kind, about: requestOfKey(update.value.key) };
+      const what = { interface: update.value.update.kind, about: this.#about(update.value.key) };
       this.#clock.receive(from, request.forward.clock ?? 0, { message: "forward", ...what });
       return this.#asked(
         peer,
@@ -666,6 +676,25 @@ export class BranchNode {
     };
   }
 
+  /** The clock events recorded (Branch.events), refused when the record is not whole. */
+  #recordedEvents(): Promise<readonly WireClockEvent[]> {
+    if (this.#clock.overflowed) {
+      const message =
+        `branch ${this.#options.id} recorded more than ${RECORDED_EVENTS_MAX} clock events, and ` +
+        "kept only the first: its record is not whole";
+      return Promise.reject(new RpcError("FAILED_PRECONDITION", message));
+    }
+    return Promise.resolve(this.#clock.events().map(wireClockEvent));
+  }
+
+  /**
+   * The customer request a message with `key` belongs to, for the clock's record; undefined when nothing
+   * is recorded (the clock then has no use for it, and a backup sends thousands of entries a second).
+   */
+  #about(key: string | undefined): RequestRef | undefined {
+    return this.#options.recordClocks ? requestOfKey(key) : undefined;
+  }
+
   /** The core's state, once configured. */
   #current(): BranchState {
     assert(this.#state !== undefined, `branch ${this.#options.id} is not configured`);
@@ -693,12 +722,12 @@ export class BranchNode {
       amount: update.amount,
       commit,
       key: key ?? "",
-      clock: this.#clock.send(to, { message: "entry", interface: update.kind, about: requestOfKey(key) }),
+      clock: this.#clock.send(to, { message: "entry", interface: update.kind, about: this.#about(key) }),
     }));
     const { position: last, update, key } = entries.at(-1) as Entry;
     link.send({ batch: { entries: wire } }, deadlineMs).then(
       (ack) => {
-        const what = { message: "ack", interface: update.kind, about: requestOfKey(key) } as const;
+        const what = { message: "ack", interface: update.kind, about: this.#about(key) } as const;
         this.#clock.receive(to, ack.clock ?? 0, what);
         this.#feed({ type: "replicated", backup, position: last });
         onApplied?.();
@@ -741,7 +770,7 @@ export class BranchNode {
 
   #forward(requestId: number, update: Update, key: string | undefined): void {
     const primary: ProcessRef = { type: "branch", id: this.#current().primary };
-    const what = { interface: update.kind, about: requestOfKey(key) };
+    const what = { interface: update.kind, about: this.#about(key) };
     const clock = this.#clock.send(primary, { message: "forward", ...what });
     const message = { forward: { interface: update.kind, amount: update.amount, key: key ?? "", clock } };
     this.#sendToPrimary(message).then(

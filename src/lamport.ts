@@ -9,6 +9,7 @@
  * @module
  */
 
+import { assert } from "./assert.ts";
 import type { Interface } from "./input.ts";
 
 /** A process of a run. */
@@ -60,16 +61,37 @@ export interface MessageAbout {
 }
 
 /**
+ * The largest clock a message may carry to be taken: far beyond any run (a clock ticks once per message),
+ * and far enough below 2^53 that a clock that takes it still counts exactly. A peer that sends more is
+ * received as if it sent none: its bad clock must not stop this one.
+ */
+export const CARRIED_CLOCK_MAX = 2 ** 52;
+
+/** How many events a recording clock keeps at most (see {@linkcode LamportClock.overflowed}). */
+export const RECORDED_EVENTS_MAX = 50_000;
+
+/**
  * A process's Lamport clock and, when asked to record, its events. Events are kept only for messages
  * that belong to a customer's request; the clock ticks for every message either way.
  */
 export class LamportClock {
   #time = 0;
   readonly #events: ClockEvent[] | undefined;
+  readonly #eventsMax: number;
+  #overflowed = false;
 
-  /** A clock at 0; with `record`, it keeps every event it is told of (see {@linkcode events}). */
-  constructor(options: { readonly record?: boolean } = {}) {
+  /**
+   * A clock at 0; with `record`, it keeps the events it is told of (see {@linkcode events}), up to
+   * `recordMax` (default RECORDED_EVENTS_MAX).
+   */
+  constructor(options: { readonly record?: boolean; readonly recordMax?: number } = {}) {
     this.#events = options.record ? [] : undefined;
+    this.#eventsMax = options.recordMax ?? RECORDED_EVENTS_MAX;
+  }
+
+  /** Whether events came after the record was full, and were not kept: the record is not whole. */
+  get overflowed(): boolean {
+    return this.#overflowed;
   }
 
   /** The clock's current value. */
@@ -80,6 +102,7 @@ export class LamportClock {
   /** Records sending a message to `peer`; returns the clock the message carries. */
   send(peer: ProcessRef, what: MessageAbout): number {
     this.#time++;
+    assert(this.#time < 2 ** 53, "a Lamport clock ran out of exact integers");
     this.#record({ clock: this.#time, kind: "send", peer, what });
     return this.#time;
   }
@@ -87,11 +110,12 @@ export class LamportClock {
   /**
    * Records receiving a message from `peer` that carried clock `sent`; returns this event's clock. A message
    * that carries none (0: an error status, or a sender that keeps no clock) is received like a local event,
-   * and so is one whose clock is not a non-negative safe integer: a peer's bad clock must not stop this one.
+   * and so is one whose clock is not a whole number up to CARRIED_CLOCK_MAX.
    */
   receive(peer: ProcessRef, carried: number, what: MessageAbout): number {
-    const sent = Number.isSafeInteger(carried) && carried > 0 ? carried : 0;
+    const sent = Number.isSafeInteger(carried) && carried > 0 && carried <= CARRIED_CLOCK_MAX ? carried : 0;
     this.#time = Math.max(this.#time, sent) + 1;
+    assert(this.#time < 2 ** 53, "a Lamport clock ran out of exact integers");
     this.#record({ clock: this.#time, kind: "recv", peer, what, sent });
     return this.#time;
   }
@@ -106,6 +130,10 @@ export class LamportClock {
   ): void {
     const { what } = event;
     if (this.#events === undefined || what.about === undefined) return;
+    if (this.#events.length === this.#eventsMax) {
+      this.#overflowed = true;
+      return;
+    }
     this.#events.push({
       clock: event.clock,
       kind: event.kind,

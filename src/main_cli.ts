@@ -29,7 +29,7 @@ received to the output file.
   --history PATH       also write the run's history, one JSON line per request, for main.ts check
   --clock-output DIR   also write the run's Lamport clock events in the logical-clock exercise's three
                        files, DIR/customer_events.json, branch_events.json and all_events.json (DIR is
-                       made if need be)
+                       made if missing; its parent must exist)
   --diagram PATH       also write a space-time diagram of the run: one self-contained HTML page, a lane
                        per process, an arrow per message, by Lamport clock
   --propagation P      sync (default): an update is answered once a majority of the branches has it;

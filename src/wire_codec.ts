@@ -71,8 +71,12 @@ export function decodeForward(
 
 /** A request's key as it travels between branches: "customer/request", or empty for none. */
 function decodeKey(wire: string): Decoded<string | undefined> {
-  if (!/^(\d{1,16}\/\d{1,16})?$/.test(wire)) {
-    return invalid(`key must be "customer/request", got ${JSON.stringify(wire)}`);
+  const ids = /^(\d{1,16})\/(\d{1,16})$/.exec(wire);
+  const safe = ids !== null && Number.isSafeInteger(Number(ids[1])) && Number.isSafeInteger(Number(ids[2]));
+  if (wire !== "" && !safe) {
+    return invalid(
+      `key must be "customer/request" (two whole numbers up to 2^53 - 1), got ${JSON.stringify(wire)}`,
+    );
   }
   return { ok: true, value: wire === "" ? undefined : wire };
 }

@@ -1,8 +1,7 @@
 import { assertEquals, assertOk } from "./_assert.ts";
-import { clockViolations, LamportClock, type ProcessEvents } from "../src/lamport.ts";
-import { renderClockFiles } from "../src/clock_files.ts";
+import { forwardedDeposit } from "./_clocks.ts";
+import { CARRIED_CLOCK_MAX, clockViolations, LamportClock, type ProcessEvents } from "../src/lamport.ts";
 
-const customer1 = { type: "customer", id: 1 } as const;
 const branch1 = { type: "branch", id: 1 } as const;
 const branch2 = { type: "branch", id: 2 } as const;
 const deposit = { interface: "deposit", about: { customer: 1, request: 7 } } as const;
@@ -19,7 +18,7 @@ Deno.test("LamportClock.send() ticks by one; receive() takes max(own, carried) +
 Deno.test("LamportClock.receive() takes a missing or malformed clock as none, like a local event", () => {
   const clock = new LamportClock();
   clock.send(branch1, { message: "request", ...deposit });
-  for (const carried of [0, -5, 1.5, Number.NaN, 2 ** 60]) {
+  for (const carried of [0, -5, 1.5, Number.NaN, CARRIED_CLOCK_MAX + 1, Number.MAX_SAFE_INTEGER, 2 ** 60]) {
     const before = clock.time;
     assertEquals(clock.receive(branch1, carried, { message: "reply", ...deposit }), before + 1, `${carried}`);
   }
@@ -37,29 +36,13 @@ Deno.test("LamportClock records only when asked, and only messages of a customer
   ]);
 });
 
-/** A deposit at backup 2, forwarded to primary 1 and sent back as an entry: every process's events. */
-function forwardedDeposit(): ProcessEvents[] {
-  const customer = new LamportClock({ record: true });
-  const backup = new LamportClock({ record: true });
-  const primary = new LamportClock({ record: true });
-  const request = customer.send(branch2, { message: "request", ...deposit });
-  backup.receive(customer1, request, { message: "request", ...deposit });
-  const forward = backup.send(branch1, { message: "forward", ...deposit });
-  primary.receive(branch2, forward, { message: "forward", ...deposit });
-  const entry = primary.send(branch2, { message: "entry", ...deposit });
-  backup.receive(branch1, entry, { message: "entry", ...deposit });
-  const ack = backup.send(branch1, { message: "ack", ...deposit });
-  primary.receive(branch2, ack, { message: "ack", ...deposit });
-  const answer = primary.send(branch2, { message: "answer", ...deposit });
-  backup.receive(branch1, answer, { message: "answer", ...deposit });
-  const reply = backup.send(customer1, { message: "reply", ...deposit });
-  customer.receive(branch2, reply, { message: "reply", ...deposit });
-  return [
-    { process: customer1, events: customer.events() },
-    { process: branch1, events: primary.events() },
-    { process: branch2, events: backup.events() },
-  ];
-}
+Deno.test("LamportClock keeps at most recordMax events, and says its record is not whole after that", () => {
+  const clock = new LamportClock({ record: true, recordMax: 2 });
+  for (let sent = 0; sent < 2; sent++) clock.send(branch1, { message: "request", ...deposit });
+  assertEquals([clock.events().length, clock.overflowed], [2, false]);
+  assertEquals(clock.send(branch1, { message: "request", ...deposit }), 3);
+  assertEquals([clock.events().length, clock.overflowed], [2, true]);
+});
 
 Deno.test("clockViolations() accepts the events of clocks that follow the rules", () => {
   assertEquals(clockViolations(forwardedDeposit()), []);
@@ -88,89 +71,4 @@ Deno.test("clockViolations() finds a receive not above its send, a clock that do
   );
   const noSend = clockViolations([{ ...customer, events: customer.events.slice(1) }, primary, backup]);
   assertOk(noSend.some((problem) => problem.includes("no request sent by customer 1")), noSend.join("\n"));
-});
-
-Deno.test("renderClockFiles() writes the course's three files, with its spelling, sorted and grouped", () => {
-  const files = renderClockFiles(forwardedDeposit(), () => 3);
-  assertEquals(JSON.parse(files["customer_events.json"]), [
-    {
-      id: 1,
-      type: "customer",
-      events: [
-        {
-          "customer-request-id": 3,
-          logical_clock: 1,
-          interface: "deposit",
-          comment: "event_sent from customer 1",
-        },
-      ],
-    },
-  ]);
-  const branches = JSON.parse(files["branch_events.json"]);
-  assertEquals(branches.map((branch: { id: number }) => branch.id), [1, 2]);
-  assertEquals(branches[1].events, [
-    {
-      "customer-request-id": 3,
-      logical_clock: 2,
-      interface: "deposit",
-      comment: "event_recv from customer 1",
-    },
-    {
-      "customer-request-id": 3,
-      logical_clock: 3,
-      interface: "propogate_deposit",
-      comment: "event_sent to branch 1",
-    },
-    {
-      "customer-request-id": 3,
-      logical_clock: 6,
-      interface: "propogate_deposit",
-      comment: "event_recv from branch 1",
-    },
-  ]);
-  // Acks, answers and replies tick the clocks but are not events of the exercise.
-  assertEquals(branches[0].events.map((event: { logical_clock: number }) => event.logical_clock), [4, 5]);
-  const all = JSON.parse(files["all_events.json"]);
-  assertEquals(all.map((event: { logical_clock: number }) => event.logical_clock), [1, 2, 3, 4, 5, 6]);
-  assertEquals(all[0], {
-    id: 1,
-    "customer-request-id": 3,
-    type: "customer",
-    logical_clock: 1,
-    interface: "deposit",
-    comment: "event_sent from customer 1",
-  });
-  // One element per line, as output.txt.
-  assertEquals(files["all_events.json"].split("\n").length, all.length + 3);
-});
-
-Deno.test("renderClockFiles() sorts each branch's events by clock, and groups all_events by request", () => {
-  const second = { interface: "query", about: { customer: 1, request: 8 } } as const;
-  const processes: ProcessEvents[] = [
-    {
-      process: branch1,
-      events: [
-        { clock: 9, kind: "recv", peer: customer1, message: "request", ...second, sent: 8 },
-        { clock: 4, kind: "recv", peer: customer1, message: "request", ...deposit, sent: 1 },
-      ],
-    },
-    {
-      process: customer1,
-      events: [
-        { clock: 1, kind: "send", peer: branch1, message: "request", ...deposit },
-        { clock: 8, kind: "send", peer: branch1, message: "request", ...second },
-      ],
-    },
-  ];
-  const files = renderClockFiles(processes, ({ request }) => request === 7 ? 1 : null);
-  const [branch] = JSON.parse(files["branch_events.json"]);
-  assertEquals(branch.events.map((event: { logical_clock: number }) => event.logical_clock), [4, 9]);
-  const all = JSON.parse(files["all_events.json"]);
-  assertEquals(
-    all.map((event: { "customer-request-id": number | null; logical_clock: number }) => [
-      event["customer-request-id"],
-      event.logical_clock,
-    ]),
-    [[null, 8], [null, 9], [1, 1], [1, 4]],
-  );
 });
