@@ -35,7 +35,14 @@ import {
   type RequestRef,
 } from "./lamport.ts";
 import { type Batch, Storage } from "./storage.ts";
-import { decodeEntry, decodeForward, decodeRequest, encodeResponse, requestOfKey } from "./wire_codec.ts";
+import {
+  decodeEntry,
+  decodeForward,
+  decodeReadIndex,
+  decodeRequest,
+  encodeResponse,
+  requestOfKey,
+} from "./wire_codec.ts";
 import {
   BranchClient,
   type BranchServer,
@@ -90,6 +97,8 @@ type Answering = Extract<BranchOutput, { type: "reply" | "ack" | "index" }>;
 interface OpenCall {
   answer(output: Answering): void;
   reject(error: RpcError): void;
+  /** For a customer's request: its key ("customer/request"), which a read index asked for it names. */
+  readonly key: string | undefined;
 }
 
 /**
@@ -190,7 +199,7 @@ export class BranchNode {
               ...encodeResponse(output.interface, output.success, output.balance, output.position),
               clock,
             };
-          });
+          }, decoded.value.key);
         },
         linked: (peer, link) => node.#linked(peer, link),
         status: () => Promise.resolve(node.#status()),
@@ -468,13 +477,15 @@ export class BranchNode {
         return Promise.reject(new RpcError("UNAVAILABLE", `a link with branch ${peer} that was replaced`));
       }
       if (request.kind === "read") {
-        const what = { message: "read", interface: "query", about: undefined } as const;
+        const key = decodeReadIndex(request.read);
+        if (!key.ok) return rejected(key.refusal);
+        const what = { message: "read", interface: "query", about: this.#about(key.value) } as const;
         this.#clock.receive(from, request.read.clock ?? 0, what);
         return this.#asked(
           peer,
           this.#call(
             (requestId) => ({ type: "readIndex", requestId }),
-            answer({ ...what, message: "answer" }),
+            answer({ ...what, message: "index" }),
           ),
         );
       }
@@ -534,13 +545,17 @@ export class BranchNode {
   }
 
   /** Registers an inbound call, feeds it to the core, and resolves with `encode` of the core's answer. */
-  #call<T>(input: (requestId: number) => BranchInput, encode: (output: Answering) => T): Promise<T> {
+  #call<T>(
+    input: (requestId: number) => BranchInput,
+    encode: (output: Answering) => T,
+    key?: string,
+  ): Promise<T> {
     if (this.#state === undefined) {
       return Promise.reject(new RpcError("UNAVAILABLE", `branch ${this.#options.id} is not serving yet`));
     }
     const requestId = this.#nextRequestId++;
     const answered = new Promise<T>((resolve, reject) =>
-      this.#calls.set(requestId, { answer: (output) => resolve(encode(output)), reject })
+      this.#calls.set(requestId, { answer: (output) => resolve(encode(output)), reject, key })
     );
     this.#feed(input(requestId));
     return answered;
@@ -749,12 +764,14 @@ export class BranchNode {
     return rejected({ code: "UNAVAILABLE", message });
   }
 
+  /** Asks the primary for a read index, for the customer's query that is call `requestId`. */
   #askIndex(requestId: number): void {
     const primary: ProcessRef = { type: "branch", id: this.#current().primary };
-    const what = { message: "read", interface: "query", about: undefined } as const;
-    this.#sendToPrimary({ read: { clock: this.#clock.send(primary, what) } }).then(
+    const key = this.#calls.get(requestId)?.key;
+    const what = { message: "read", interface: "query", about: this.#about(key) } as const;
+    this.#sendToPrimary({ read: { clock: this.#clock.send(primary, what), key: key ?? "" } }).then(
       ({ position, end = 0, clock = 0 }) => {
-        this.#clock.receive(primary, clock, { ...what, message: "answer" });
+        this.#clock.receive(primary, clock, { ...what, message: "index" });
         this.#feed({ type: "indexed", requestId, commit: position, end, refusal: undefined });
       },
       (error: RpcError) =>

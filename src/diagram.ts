@@ -47,7 +47,8 @@ const COLOURS: Readonly<Record<MessageKind, string>> = {
   answer: "#d9730d",
   entry: "#2a8a3e",
   ack: "#2a8a3e",
-  read: "#707070",
+  read: "#7b4fa8",
+  index: "#7b4fa8",
 };
 const FAILED_COLOUR = "#c62828";
 /** Lanes get this much width at most (a few processes) and at least (fifty and more: the page scrolls). */
@@ -219,6 +220,7 @@ function legend(): string {
     ["request / reply", COLOURS.request],
     ["forward / answer", COLOURS.forward],
     ["entry / ack", COLOURS.entry],
+    ["read index", COLOURS.read],
     ["failed operation", FAILED_COLOUR],
   ];
   return items.map(([label, colour]) => `<span><i style="background:${colour}"></i>${label}</span>`).join("");

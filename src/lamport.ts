@@ -21,9 +21,9 @@ export interface ProcessRef {
 /**
  * What a message is: a customer's `request` and its branch's `reply`; a backup's `forward` of an update to
  * the primary and the primary's `answer`; an `entry` of the primary's log sent to a backup and the
- * backup's `ack`; a backup's `read` index question.
+ * backup's `ack`; a backup's `read` index question for a customer's query and the primary's `index`.
  */
-export type MessageKind = "request" | "reply" | "forward" | "answer" | "entry" | "ack" | "read";
+export type MessageKind = "request" | "reply" | "forward" | "answer" | "entry" | "ack" | "read" | "index";
 
 /** The customer request a message is part of: its customer and its id (Request.request_id). */
 export interface RequestRef {

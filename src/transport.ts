@@ -90,14 +90,14 @@ export interface WireForward {
 export type WireLinkRequest =
   | { readonly kind: "entry"; readonly entry: WireEntry }
   | { readonly kind: "forward"; readonly forward: WireForward }
-  | { readonly kind: "read"; readonly read: { readonly clock?: number } }
+  | { readonly kind: "read"; readonly read: { readonly clock?: number; readonly key?: string } }
   | { readonly kind: "batch"; readonly batch: { readonly entries: readonly WireEntry[] } };
 
 /** A request to send on a link. */
 export type OutgoingLinkRequest =
   | { readonly entry: WireEntry }
   | { readonly forward: WireForward }
-  | { readonly read: { readonly clock: number } }
+  | { readonly read: { readonly clock: number; readonly key: string } }
   | { readonly batch: { readonly entries: readonly WireEntry[] } };
 
 /** What a link request is answered with, when it is carried out (`Answer` without its error fields). */

@@ -81,6 +81,11 @@ function decodeKey(wire: string): Decoded<string | undefined> {
   return { ok: true, value: wire === "" ? undefined : wire };
 }
 
+/** Decodes and checks a read index question: the key of the customer request it is asked for, if any. */
+export function decodeReadIndex(wire: { readonly key?: string }): Decoded<string | undefined> {
+  return decodeKey(wire.key ?? "");
+}
+
 /** Decodes and checks an entry of the primary's log. */
 export function decodeEntry(wire: WireEntry): Decoded<Entry> {
   const view = units(wire.view);
@@ -144,6 +149,7 @@ const MESSAGE_KINDS: readonly MessageKind[] = [
   "entry",
   "ack",
   "read",
+  "index",
 ];
 
 /** Decodes and checks one of a branch's recorded clock events (Branch.events). */

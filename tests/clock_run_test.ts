@@ -69,6 +69,8 @@ Deno.test("every message of a run with 10 branches and 10 customers at once is r
       ).size;
     assertEquals(received("request"), 30);
     assertEquals(received("entry"), 20 * 9);
+    // Branches read at the primary's commit position: each of the 9 queries at a backup asked a read index.
+    assertEquals(received("read"), 9);
     // The check reads the real clocks: one receive moved back to its message's clock is caught.
     const backup = processes.find(({ process }) =>
       process.type === "branch" && process.id === 2
