@@ -1,5 +1,14 @@
 import { assertEquals } from "./_assert.ts";
-import { decodeEntry, decodeForward, decodeRequest, encodeResponse, units } from "../src/wire_codec.ts";
+import {
+  decodeClockEvent,
+  decodeEntry,
+  decodeForward,
+  decodeReadIndex,
+  decodeRequest,
+  encodeResponse,
+  requestOfKey,
+  units,
+} from "../src/wire_codec.ts";
 
 const request = (
   fields: Partial<
@@ -135,4 +144,44 @@ Deno.test("units() accepts exactly the safe non-negative integers", () => {
   assertEquals(units(2 ** 63), undefined);
   assertEquals(units(-1), undefined);
   assertEquals(units(1.5), undefined);
+});
+
+Deno.test("a key names two whole numbers up to 2^53 - 1, or nothing; anything else is refused", () => {
+  assertEquals(decodeReadIndex({ key: "7/3" }), { ok: true, value: "7/3" });
+  assertEquals(decodeReadIndex({}), { ok: true, value: undefined });
+  assertEquals(requestOfKey("7/3"), { customer: 7, request: 3 });
+  for (const key of ["9007199254740992/1", "1/9999999999999999", "7", "7/", "/3", "-1/3", "7/3/1"]) {
+    const forward = decodeForward({ interface: "deposit", amount: 1, key });
+    assertEquals(forward.ok, false, key);
+    assertEquals(decodeReadIndex({ key }).ok, false, key);
+  }
+});
+
+Deno.test("decodeClockEvent() takes a branch's recorded event, and refuses a malformed one", () => {
+  const wire = {
+    clock: 6,
+    kind: "recv",
+    peer_type: "branch",
+    peer_id: 1,
+    message: "entry",
+    interface: "deposit",
+    customer_id: 7,
+    request_id: 3,
+    sent: 5,
+  };
+  assertEquals(decodeClockEvent(wire), {
+    ok: true,
+    value: {
+      clock: 6,
+      kind: "recv",
+      peer: { type: "branch", id: 1 },
+      message: "entry",
+      interface: "deposit",
+      about: { customer: 7, request: 3 },
+      sent: 5,
+    },
+  });
+  for (const bad of [{ kind: "local" }, { peer_type: "bank" }, { message: "gossip" }, { clock: -1 }]) {
+    assertEquals(decodeClockEvent({ ...wire, ...bad }).ok, false, JSON.stringify(bad));
+  }
 });
