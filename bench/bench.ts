@@ -86,7 +86,7 @@ async function floor(processes: number): Promise<void> {
   }
 }
 
-async function bank(inputPath: string, outputPath: string): Promise<void> {
+async function bank(inputPath: string, outputPath: string, more: readonly string[] = []): Promise<void> {
   const args = [
     "run",
     "-A",
@@ -95,9 +95,37 @@ async function bank(inputPath: string, outputPath: string): Promise<void> {
     inputPath,
     "--output",
     outputPath,
+    ...more,
   ];
   const result = await new Deno.Command(Deno.execPath(), { args, stdout: "null", stderr: "piped" }).output();
   if (!result.success) throw new Error(`main.ts failed: ${new TextDecoder().decode(result.stderr)}`);
+}
+
+/**
+ * What recording the clocks costs: the graded shape run with `--clock-output` and `--diagram` (every
+ * branch records its events, the customer process collects them, main writes four files) against the same
+ * run without, alternating. No target: it is the price of the pictures.
+ */
+async function clocksCost(rounds: number, dir: string): Promise<void> {
+  const inputPath = `${dir}/clocks.json`;
+  await Deno.writeTextFile(inputPath, gradedInput());
+  const recording = ["--clock-output", `${dir}/clocks`, "--diagram", `${dir}/run.html`];
+  const plain: number[] = [];
+  const recorded: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    plain.push(await timed(() => bank(inputPath, `${dir}/out.txt`)));
+    recorded.push(await timed(() => bank(inputPath, `${dir}/out.txt`, recording)));
+  }
+  const [plainMs, recordedMs] = [median(plain), median(recorded)];
+  const { size } = await Deno.stat(`${dir}/run.html`);
+  console.log(
+    `\nclocks: the graded shape, ${rounds} round${rounds === 1 ? "" : "s"} each, medians\n` +
+      `plain                   ${plainMs.toFixed(0).padStart(6)} ms\n` +
+      `--clock-output --diagram ${recordedMs.toFixed(0).padStart(5)} ms   ${
+        (recordedMs / plainMs).toFixed(2)
+      }x ` +
+      `(diagram ${(size / 1e6).toFixed(1)} MB; no target)`,
+  );
 }
 
 /** A server process of the throughput scenario, started with a branch's permissions. */
@@ -275,7 +303,7 @@ if (!Number.isSafeInteger(rounds) || rounds < 1) {
   console.error(`bench: --rounds: expected a whole number of at least 1, got "${values.rounds}"`);
   Deno.exit(2);
 }
-const NAMES = ["example", "graded", "throughput"];
+const NAMES = ["example", "graded", "throughput", "clocks"];
 const only = values.only ?? NAMES;
 for (const name of only) {
   if (!NAMES.includes(name)) {
@@ -302,7 +330,7 @@ try {
       rounds === 1 ? "" : "s"
     } each, medians; Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} cores`,
   );
-  console.log("scenario               floor ms    run ms   ratio  target");
+  if (scenarios.length > 0) console.log("scenario               floor ms    run ms   ratio  target");
   for (const scenario of scenarios) {
     const inputPath = `${dir}/${scenario.branches}.json`;
     await Deno.writeTextFile(inputPath, scenario.input);
@@ -327,6 +355,7 @@ try {
   if (only.includes("throughput") && !await throughputMet(Number(values.seconds), rounds, dir)) {
     missed = true;
   }
+  if (only.includes("clocks")) await clocksCost(rounds, dir);
 } finally {
   await Deno.remove(dir, { recursive: true });
 }
