@@ -1,7 +1,7 @@
 /**
  * Lamport logical clocks: every process (customer or branch) keeps one, ticks it for each event it records
  * (+1 for a send; max(own, carried) + 1 for a receive), and every message carries the sender's clock, so
- * that whenever one event happened before another, its clock is the smaller.
+ * that whenever one clock event happened before another, its clock is the smaller.
  *
  * A process records what it sends and receives as {@linkcode ClockEvent}s: one stream of trace records
  * that `--clock-output` (src/clock_files.ts) and {@linkcode clockViolations} read.
