@@ -24,7 +24,7 @@ import { type HistoryFinal, historyOf, renderHistory } from "./history.ts";
 import { InputError, readScenario, type Scenario, scenarioToJson } from "./input.ts";
 import { childCommand, type LaunchContext } from "./launch.ts";
 import { type Format, renderOutput } from "./output.ts";
-import type { ProcessEvents } from "./lamport.ts";
+import { type ProcessEvents, requestKey, type RequestRef } from "./lamport.ts";
 import { type Child, RunFailure, type Supervisor } from "./supervisor.ts";
 
 /** How to run the bank. */
@@ -190,7 +190,9 @@ class ClockFileSet {
 function outcomes(results: readonly TimedResult[]): Map<string, Outcome> {
   return new Map(
     results.flatMap(({ id, recv }) =>
-      recv.map(({ requestId, success, balance }) => [`${id}/${requestId}`, { success, balance }] as const)
+      recv.map(({ requestId, success, balance }) =>
+        [requestKey({ customer: id, request: requestId }), { success, balance }] as const
+      )
     ),
   );
 }
@@ -201,11 +203,10 @@ function eventIds(scenario: Scenario, results: readonly TimedResult[]) {
   for (const [entry, result] of results.entries()) {
     const events = (scenario.customers[entry] as Scenario["customers"][number]).events;
     for (const [index, reply] of result.recv.entries()) {
-      ids.set(`${result.id}/${reply.requestId}`, events[index]?.id ?? null);
+      ids.set(requestKey({ customer: result.id, request: reply.requestId }), events[index]?.id ?? null);
     }
   }
-  return ({ customer, request }: { customer: number; request: number }) =>
-    ids.get(`${customer}/${request}`) ?? null;
+  return (request: RequestRef) => ids.get(requestKey(request)) ?? null;
 }
 
 /**

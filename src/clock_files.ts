@@ -11,7 +11,13 @@
  * @module
  */
 
-import type { ClockEvent, ProcessEvents, ProcessRef, RequestRef } from "./lamport.ts";
+import {
+  type ClockEvent,
+  type ProcessEvents,
+  type ProcessRef,
+  requestKey,
+  type RequestRef,
+} from "./lamport.ts";
 
 /** One event as the course's files list it. */
 interface CourseEvent {
@@ -74,7 +80,7 @@ function allEvents(
   const groups = new Map<string, { process: ProcessRef; course: CourseEvent }[]>();
   for (const { process, events } of listed) {
     for (const { course, about } of events) {
-      const key = `${about.customer}/${about.request}`;
+      const key = requestKey(about);
       const group = groups.get(key) ?? [];
       group.push({ process, course });
       groups.set(key, group);

@@ -16,10 +16,12 @@
 
 import {
   type ClockEvent,
+  messageKey,
   type MessageKind,
   name,
   type ProcessEvents,
   type ProcessRef,
+  requestKey,
   type RequestRef,
 } from "./lamport.ts";
 
@@ -136,7 +138,7 @@ function layoutOf(processes: readonly ProcessEvents[]): Layout {
 /** One message's arrow, with its details on hover and, in a small diagram, a label. */
 function arrow({ from, to, send, receive }: Message, layout: Layout, options: DiagramOptions): string {
   const { x, y } = layout;
-  const outcome = options.outcomes?.get(`${send.about.customer}/${send.about.request}`);
+  const outcome = options.outcomes?.get(requestKey(send.about));
   const failed = send.message === "reply" && outcome?.success === false;
   const colour = failed ? FAILED_COLOUR : COLOURS[send.message];
   const [x1, y1] = [x(from), y(send.clock)];
@@ -196,7 +198,7 @@ function messages(processes: readonly ProcessEvents[]): Message[] {
   const receives = new Map<string, ClockEvent>();
   for (const { process, events } of processes) {
     for (const event of events) {
-      if (event.kind === "recv") receives.set(`${name(event.peer)}>${name(process)}@${event.sent}`, event);
+      if (event.kind === "recv") receives.set(messageKey(event.peer, process, event.sent ?? 0), event);
     }
   }
   return processes.flatMap(({ process, events }) =>
@@ -204,7 +206,7 @@ function messages(processes: readonly ProcessEvents[]): Message[] {
       from: process,
       to: send.peer,
       send,
-      receive: receives.get(`${name(process)}>${name(send.peer)}@${send.clock}`),
+      receive: receives.get(messageKey(process, send.peer, send.clock)),
     }))
   );
 }

@@ -156,7 +156,7 @@ export function clockViolations(processes: readonly ProcessEvents[]): string[] {
   const sends = new Map<string, ClockEvent>();
   for (const { process, events } of processes) {
     for (const event of events) {
-      if (event.kind === "send") sends.set(sendKey(process, event.peer, event.clock), event);
+      if (event.kind === "send") sends.set(messageKey(process, event.peer, event.clock), event);
     }
   }
   const recorded = new Set(processes.map(({ process }) => name(process)));
@@ -170,7 +170,7 @@ export function clockViolations(processes: readonly ProcessEvents[]): string[] {
       const sent = event.sent ?? 0;
       if (event.clock <= sent) problems.push(`${where}: a receive not above its message's clock ${sent}`);
       if (!recorded.has(name(event.peer))) continue;
-      const send = sends.get(sendKey(event.peer, process, sent));
+      const send = sends.get(messageKey(event.peer, process, sent));
       if (send === undefined || send.message !== event.message) {
         problems.push(`${where}: no ${event.message} sent by ${name(event.peer)} at clock ${sent}`);
       }
@@ -184,6 +184,15 @@ export function name(process: ProcessRef): string {
   return `${process.type} ${process.id}`;
 }
 
-function sendKey(from: ProcessRef, to: ProcessRef, clock: number): string {
+/**
+ * What names one message: its sender, its receiver and the clock it carried (the sender's clock for the
+ * send, which never repeats). A receive's `sent` and its peer give the key of the send it matches.
+ */
+export function messageKey(from: ProcessRef, to: ProcessRef, clock: number): string {
   return `${name(from)}>${name(to)}@${clock}`;
+}
+
+/** "customer/request": what names a customer's request in maps of them. */
+export function requestKey(request: RequestRef): string {
+  return `${request.customer}/${request.request}`;
 }
