@@ -71,36 +71,36 @@ const STOP_GRACE_MS = 3_000;
  */
 export async function runBank(options: BankRunOptions): Promise<void> {
   const scenario = await readScenario(options.inputPath);
-  const reserve = (path: string, what: string) =>
-    AtomicFile.reserve(path).catch((error: Error) => {
-      throw new InputError(path, "", `cannot write ${what}: ${error.message}`);
-    });
-  const output = await reserve(options.outputPath, "output");
-  const history = options.historyPath === undefined
+  // Every file is reserved before anything starts; if one cannot be, those reserved before it are let go.
+  const reserved: { discard(): Promise<void> }[] = [];
+  const discardAll = async () => {
+    for (const file of reserved) await file.discard();
+  };
+  const reserve = async <T extends { discard(): Promise<void> }>(
+    path: string,
+    what: string,
+    open: (path: string) => Promise<T>,
+  ): Promise<T> => {
+    try {
+      const file = await open(path);
+      reserved.push(file);
+      return file;
+    } catch (error) {
+      await discardAll();
+      throw new InputError(path, "", `cannot write ${what}: ${(error as Error).message}`);
+    }
+  };
+  const { historyPath, clockOutputDir, diagramPath } = options;
+  const output = await reserve(options.outputPath, "output", AtomicFile.reserve);
+  const history = historyPath === undefined
     ? undefined
-    : await reserve(options.historyPath, "history").catch(async (error) => {
-      await output.discard();
-      throw error;
-    });
-  const clockFiles = options.clockOutputDir === undefined
+    : await reserve(historyPath, "history", AtomicFile.reserve);
+  const clockFiles = clockOutputDir === undefined
     ? undefined
-    : await ClockFileSet.reserve(options.clockOutputDir).catch(async (error: Error) => {
-      await output.discard();
-      await history?.discard();
-      throw new InputError(
-        options.clockOutputDir as string,
-        "",
-        `cannot write clock files: ${error.message}`,
-      );
-    });
-  const diagram = options.diagramPath === undefined
+    : await reserve(clockOutputDir, "clock files", ClockFileSet.reserve);
+  const diagram = diagramPath === undefined
     ? undefined
-    : await reserve(options.diagramPath, "diagram").catch(async (error) => {
-      await output.discard();
-      await history?.discard();
-      await clockFiles?.discard();
-      throw error;
-    });
+    : await reserve(diagramPath, "diagram", AtomicFile.reserve);
   let dataDir: string | undefined;
   try {
     dataDir = await dataDirectory(options.dataDir);
@@ -124,10 +124,7 @@ export async function runBank(options: BankRunOptions): Promise<void> {
       await diagram?.commit(texts.diagram);
     });
   } catch (error) {
-    await output.discard();
-    await history?.discard();
-    await clockFiles?.discard();
-    await diagram?.discard();
+    await discardAll();
     throw error;
   } finally {
     if (options.dataDir === undefined && dataDir !== undefined) {
