@@ -75,10 +75,24 @@ Deno.test("renderDiagram() keeps 50 branches usable: lanes at least 26 px wide, 
  * Debian's Chromium, if installed. .ci/run installs it and sets BANK_REQUIRE_CHROMIUM=1, so that in CI the
  * test runs (and fails without it) rather than being ignored.
  */
-const CHROMIUM = await new Deno.Command("chromium", { args: ["--version"], stdout: "null", stderr: "null" })
-  .output().then((result) => result.success, () => false);
+const CHROMIUM = await chromiumRuns();
 const REQUIRED = Deno.env.get("BANK_REQUIRE_CHROMIUM") === "1";
 const CHROMIUM_TIMEOUT_MS = 60_000;
+
+/**
+ * Whether `chromium --version` runs. Deno 2.9.3's `Command.output()` throws at once, rather than
+ * rejecting, when the program is not on the PATH; in an async function both become a rejection.
+ */
+async function chromiumRuns(): Promise<boolean> {
+  try {
+    const result = await new Deno.Command("chromium", { args: ["--version"], stdout: "null", stderr: "null" })
+      .output();
+    return result.success;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
 
 /** Runs headless Chromium on `url` with `args`; returns its stdout. */
 async function chromium(dir: string, args: readonly string[], url: string): Promise<string> {
