@@ -1,14 +1,16 @@
 /**
- * The customers' process: `deno run customer.ts Input.json --port-base 50000`.
+ * The customers' process: `deno run -A customer.ts Input.json --port-base 50000`.
  *
  * @module
  */
 
-import { runCustomer } from "./src/customer_cli.ts";
 import { guarded } from "./src/guarded.ts";
 
 if (import.meta.main) {
+  // Imported inside guarded(), as in branch.ts: a permission refused while grpc-js loads is one line.
   Deno.exit(
-    await guarded("customer", () => runCustomer(Deno.args), { control: Deno.args.includes("--plan-stdin") }),
+    await guarded("customer", async () => (await import("./src/customer_cli.ts")).runCustomer(Deno.args), {
+      control: Deno.args.includes("--plan-stdin"),
+    }),
   );
 }

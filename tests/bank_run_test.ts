@@ -206,6 +206,27 @@ Deno.test("main.ts refuses unknown flags and formats as usage errors", async () 
   assertMatch(propagation.stderr, /--propagation: expected sync or async, got "eventual"/);
 });
 
+Deno.test("every entry file run without permissions says which one it lacks in one line, exit 2", async () => {
+  for (
+    const [entry, args] of [["main.ts", ["Input.json"]], ["branch.ts", ["--id", "1"]], ["customer.ts", [
+      "Input.json",
+    ]]] as const
+  ) {
+    const run = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", `--config=${ROOT}/deno.json`, `${ROOT}/${entry}`, ...args],
+      cwd: ROOT,
+      stdin: "null",
+      env: { NO_COLOR: "1" },
+    }).output();
+    const stderr = new TextDecoder().decode(run.stderr);
+    assertEquals(run.code, 2, `${entry}: ${stderr}`);
+    assertMatch(
+      stderr,
+      /^[^\n]*Requires (read|env) access to "[^"]+", run again with the --allow-(read|env) flag\n$/,
+    );
+  }
+});
+
 Deno.test("main.ts fails with exit 1 naming the branch whose port is taken, and stops the others", async () => {
   await using dir = await tempDir();
   using taken = listenBetweenFreePorts();
