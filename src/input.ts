@@ -219,6 +219,9 @@ function describe(value: unknown): string {
   if (Array.isArray(value)) return "an array";
   if (value === null) return "null";
   if (typeof value === "object") return "an object";
+  // JSON.parse reads a number beyond a double's range, such as 1e400, as Infinity, which JSON.stringify
+  // would render as null.
+  if (typeof value === "number" && !Number.isFinite(value)) return "a number beyond a double's range";
   const text = JSON.stringify(value) ?? String(value);
   return text.length > 40 ? `${text.slice(0, 37)}...` : text;
 }

@@ -136,6 +136,14 @@ Deno.test("parseScenario() rejects money that is negative, fractional, a string,
   assertEquals(money("10"), `${at} "10"`);
   assertEquals(money(2 ** 53), `${at} 9007199254740992`);
   assertEquals(money(null), `${at} null`);
+  // Written by hand: JSON.stringify cannot write a number that JSON.parse reads as Infinity.
+  assertEquals(
+    problem(
+      '[{"type": "branch", "id": 1, "balance": 400}, {"type": "customer", "id": 1, ' +
+        '"events": [{"interface": "deposit", "money": -1e400}]}]',
+    ),
+    `${at} a number beyond a double's range`,
+  );
   assertEquals(
     problem(input(branch(1), customer(1, [{ interface: "withdraw" }]))),
     "in.json: [1].events[0].money: missing, expected a non-negative safe integer",
