@@ -9,6 +9,7 @@ import { dirname } from "node:path";
 import { AtomicFile } from "./atomic_file.ts";
 import { primaryOf, type Propagation } from "./branch_core.ts";
 import type { BackupAddress, BranchPlan } from "./branch_cli.ts";
+import { basePort } from "./cli_args.ts";
 import { CLOCK_FILE_NAMES, type ClockFiles, renderClockFiles } from "./clock_files.ts";
 import { type Outcome, renderDiagram } from "./diagram.ts";
 import type {
@@ -71,6 +72,9 @@ const STOP_GRACE_MS = 3_000;
  */
 export async function runBank(options: BankRunOptions): Promise<void> {
   const scenario = await readScenario(options.inputPath);
+  const { portBase } = options;
+  // Checked with the input, before anything is written or started: basePort() throws a UsageError.
+  if (portBase !== undefined) { for (const { id } of scenario.branches) basePort(portBase, id); }
   // Every file is reserved before anything starts; if one cannot be, those reserved before it are let go.
   const reserved: { discard(): Promise<void> }[] = [];
   const discardAll = async () => {
@@ -302,7 +306,9 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
   // name (the link's "did not answer") before the customer's request itself runs out of time; entries to
   // a backup get half of that, after which the primary opens that backup's link again.
   const forwardDeadline = ["--deadline-ms", String(Math.max(1, Math.floor(options.deadlineMs / 2)))];
-  const ports = scenario.branches.map(({ id }) => options.portBase === undefined ? 0 : options.portBase + id);
+  const ports = scenario.branches.map(({ id }) =>
+    options.portBase === undefined ? 0 : basePort(options.portBase, id)
+  );
   const ids = scenario.branches.map(({ id }) => id);
   const primaryIndex = ids.indexOf(primaryOf(ids));
   // Customers acting one at a time (the default) may be answered from each branch's own replica, once it

@@ -12,7 +12,7 @@
 
 import { primaryOf } from "./branch_core.ts";
 import { BranchNode, type BranchNodeOptions } from "./branch_node.ts";
-import { addressFlags, durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
+import { addressFlag, addressFlags, durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
 import { readLines } from "./lines.ts";
 
 /** What `branch --help` prints. */
@@ -69,6 +69,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   if (values.id === undefined) throw new UsageError("--id is required");
   const id = integerFlag("id", values.id, 0);
   const peers = addressFlags("peer", values.peer);
+  const listen = addressFlag("--listen", values.listen ?? "127.0.0.1:0", 0);
   if (peers.has(id)) throw new UsageError(`--peer: branch ${id} cannot be its own peer`);
   const deadlineMs = durationFlag("deadline-ms", values["deadline-ms"], 5_000);
   const startTimeoutMs = durationFlag("start-timeout-ms", values["start-timeout-ms"], 60_000);
@@ -93,7 +94,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
     return await serve({
       id,
       balance: integerFlag("balance", values.balance, 0),
-      listen: values.listen ?? "127.0.0.1:0",
+      listen,
       forwardDeadlineMs: deadlineMs,
       reads,
       propagation,

@@ -42,6 +42,22 @@ export function durationFlag(name: string, value: string | undefined, fallback: 
   return parsed;
 }
 
+/** The highest TCP port. */
+export const PORT_MAX = 65_535;
+
+/**
+ * A `HOST:PORT` value given as `what` (a flag, such as "--listen"), with its port checked: 1 to
+ * {@linkcode PORT_MAX}, or 0 too where `lowest` is 0 (an address to listen on: 0 lets the system pick).
+ */
+export function addressFlag(what: string, value: string, lowest: 0 | 1 = 1): string {
+  const port = /^\S+:(\d+)$/.exec(value)?.[1];
+  if (port === undefined) throw new UsageError(`${what}: expected HOST:PORT, got "${value}"`);
+  if (Number(port) < lowest || Number(port) > PORT_MAX) {
+    throw new UsageError(`${what}: port ${port} of "${value}" is not between ${lowest} and ${PORT_MAX}`);
+  }
+  return value;
+}
+
 /** Parses repeated `ID=HOST:PORT` values into a map from branch id to address. */
 export function addressFlags(name: string, values: readonly string[] | undefined): Map<number, string> {
   const addresses = new Map<number, string>();
@@ -50,7 +66,17 @@ export function addressFlags(name: string, values: readonly string[] | undefined
     if (match === null) throw new UsageError(`--${name}: expected ID=HOST:PORT, got "${value}"`);
     const id = Number(match[1]);
     if (addresses.has(id)) throw new UsageError(`--${name}: branch ${id} given twice`);
-    addresses.set(id, match[2] as string);
+    addresses.set(id, addressFlag(`--${name}`, match[2] as string));
   }
   return addresses;
+}
+
+/** Branch `id`'s port under `--port-base base`, the original's layout (50000 + id): at most PORT_MAX. */
+export function basePort(base: number, id: number): number {
+  if (base + id > PORT_MAX) {
+    throw new UsageError(
+      `--port-base: branch ${id} would listen on port ${base + id} (${base} + ${id}), past ${PORT_MAX}`,
+    );
+  }
+  return base + id;
 }

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { addressFlags, durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
+import { addressFlags, basePort, durationFlag, integerFlag, parseFlags, UsageError } from "./cli_args.ts";
 import {
   connectAll,
   finalStates,
@@ -199,7 +199,7 @@ function branchAddresses(scenario: Scenario, flags: string[] | undefined, portBa
   if (portBase !== undefined) {
     const base = integerFlag("port-base", portBase, 0);
     for (const { id } of scenario.branches) {
-      if (!addresses.has(id)) addresses.set(id, `127.0.0.1:${base + id}`);
+      if (!addresses.has(id)) addresses.set(id, `127.0.0.1:${basePort(base, id)}`);
     }
   }
   for (const { id } of scenario.branches) {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { durationFlag, parseFlags, UsageError } from "./cli_args.ts";
+import { addressFlag, durationFlag, parseFlags, UsageError } from "./cli_args.ts";
 import { BranchClient, type WireStatus } from "./transport.ts";
 
 /** What `main.ts status --help` prints. */
@@ -37,8 +37,7 @@ export async function runStatus(args: readonly string[]): Promise<number> {
     return 0;
   }
   if (positionals.length === 0) throw new UsageError("expected at least one HOST:PORT");
-  const bad = positionals.find((address) => !/^[^:\s]+:\d{1,5}$/.test(address));
-  if (bad !== undefined) throw new UsageError(`expected HOST:PORT, got "${bad}"`);
+  for (const address of positionals) addressFlag("address", address);
   const deadlineMs = durationFlag("deadline-ms", values["deadline-ms"], 2_000);
   const answers = await Promise.all(positionals.map(async (address) => {
     const client = new BranchClient(address);

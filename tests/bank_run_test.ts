@@ -194,7 +194,7 @@ Deno.test("main.ts refuses an output path that cannot be written, before startin
   assertMatch(run.stderr.trimEnd(), /^\S+out\.txt: cannot write output: directory "\S+dir" does not exist$/);
 });
 
-Deno.test("main.ts refuses unknown flags and formats as usage errors", async () => {
+Deno.test("main.ts refuses unknown flags, formats and ports past 65535 as usage errors", async () => {
   const flag = await runEntry("main.ts", [`${ROOT}/Input.json`, "--colour"]);
   assertEquals(flag.code, 2);
   assertMatch(flag.stderr, /^bank: Unknown option '--colour'/);
@@ -204,6 +204,16 @@ Deno.test("main.ts refuses unknown flags and formats as usage errors", async () 
   const propagation = await runEntry("main.ts", [`${ROOT}/Input.json`, "--propagation", "eventual"]);
   assertEquals(propagation.code, 2);
   assertMatch(propagation.stderr, /--propagation: expected sync or async, got "eventual"/);
+  // Deno itself refuses --allow-net for a port past 65535, with a stack trace: checked before that.
+  const portBase = await runEntry("main.ts", [`${ROOT}/Input.json`, "--port-base", "65534"]);
+  assertEquals(portBase.code, 2);
+  assertMatch(
+    portBase.stderr,
+    /^bank: --port-base: branch 2 would listen on port 65536 \(65534 \+ 2\), past 65535/,
+  );
+  const peer = await runEntry("branch.ts", ["--id", "1", "--peer", "2=127.0.0.1:99999"]);
+  assertEquals(peer.code, 2);
+  assertMatch(peer.stderr, /^branch: --peer: port 99999 of "127.0.0.1:99999" is not between 1 and 65535/);
 });
 
 Deno.test("every entry file run without permissions says which one it lacks in one line, exit 2", async () => {
