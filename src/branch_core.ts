@@ -222,7 +222,7 @@ export interface PendingRead {
 
 /**
  * How a branch answers queries. `commit`: at the primary's commit position, asking the primary for it at
- * a backup; linearizable whatever the clients do. `local`: from this replica once it has applied the
+ * a backup; linearizable whatever the clients do. `local`: from this replica once its disk holds the
  * position the client names (the highest it has been answered with); linearizable while one client acts,
  * one request at a time (then everything answered is at or below that position, and nothing after it
  * exists yet), which is how main runs customers unless `--concurrent`.
@@ -550,8 +550,11 @@ function awaitRead(state: BranchState, read: PendingRead): Step {
 
 /**
  * Answers every read that may be answered now, adding the answers to `outbox`. The primary answers at its
- * commit position, once that is back up to what it recovered; a backup, or a local read, once this replica
- * has applied the position the read waits for.
+ * commit position, once that is back up to what it recovered; a backup once this replica has applied the
+ * position the read waits for; a local read once that position is on this branch's own disk, and at the
+ * last position there. (The primary writes what a turn decided when the turn ends, after a query of that
+ * turn may have arrived: answering at its applied position would tell of updates on no disk at all, which
+ * a crash then takes back from a client that has seen them.)
  */
 function serveReads(state: BranchState, outbox: readonly BranchOutput[]): Step {
   if (state.reading.length === 0) return { state, outbox };
@@ -559,14 +562,14 @@ function serveReads(state: BranchState, outbox: readonly BranchOutput[]): Step {
   const ready = (read: PendingRead) =>
     read.kind === "index" || (!local && isPrimary(state))
       ? state.commit >= state.readFloor
-      : read.at <= state.position;
+      : read.at <= (local ? state.synced : state.position);
   const now = state.reading.filter(ready);
   if (now.length === 0) return { state, outbox };
   const answers = now.map((read): BranchOutput => {
     if (read.kind === "index") {
       return { type: "index", requestId: read.requestId, commit: state.commit, end: state.position };
     }
-    if (local) return reply(read.requestId, "query", true, state.balance, state.position);
+    if (local) return reply(read.requestId, "query", true, balanceAt(state, state.synced), state.synced);
     // At a backup the primary's commit position may be behind what this backup has heard is committed
     // since; either is committed, and the later one reflects more. The client may have seen more still
     // (see query).
@@ -701,10 +704,11 @@ function synced(state: BranchState): Step {
 
 /**
  * At the primary: moves the commit position to the last position on a majority of the disks (this
- * branch's and its backups'), then sends what that releases. At a backup: nothing to do.
+ * branch's and its backups'), then sends what that releases. At a backup: answers the local reads that
+ * waited for its disk.
  */
 function advance(state: BranchState): Step {
-  if (!isPrimary(state)) return { state, outbox: [] };
+  if (!isPrimary(state)) return serveReads(state, []);
   const held = [state.synced, ...state.backups.map((backup) => state.matched.get(backup) ?? 0)]
     .sort((a, b) => b - a);
   const commit = held[majority(held.length) - 1] as number;

@@ -81,15 +81,34 @@ const reply = (
   position: number,
 ): BranchOutput => ({ type: "reply", requestId, interface: kind, success: true, balance, position });
 
-Deno.test("with local reads, a branch answers from its replica once it has applied what the client saw", () => {
-  // The deposit is applied at both, and committed at neither: a read at the commit would answer 400.
-  const primary = run(initialState(1, 400, { peers: [2], reads: "local" }), [deposit(1, 10), query(7, 1)]);
+Deno.test("with local reads, a branch answers from its replica once its disk holds what the client saw", () => {
+  // The deposit is on the disk of each, and committed at neither: a read at the commit would answer 400.
+  const primary = run(initialState(1, 400, { peers: [2], reads: "local" }), [
+    deposit(1, 10),
+    synced,
+    query(7, 1),
+  ]);
   assertEquals(primary.outbox.at(-1), reply(7, "query", 410, 1));
   const upToDate = run(initialState(2, 400, { peers: [1], reads: "local" }), [
     entry(1, 1, { kind: "deposit", amount: 10 }),
+    synced,
     query(7, 1),
   ]);
   assertEquals(upToDate.outbox.at(-1), reply(7, "query", 410, 1));
+});
+
+Deno.test("with local reads, the primary never answers with an update that is not on its disk yet", () => {
+  // BranchNode writes what a turn of its event loop decided when the turn ends. A query in between reads
+  // what is on the disk, and one whose client saw the deposit waits for it: were either answered with
+  // 410, a crash before the write would take back a balance a client has seen.
+  const decided = run(initialState(1, 400, { peers: [2, 3], reads: "local", propagation: "async" }), [
+    deposit(1, 10),
+    query(7),
+    query(8, 1),
+  ]);
+  assertEquals(decided.outbox.filter(({ type }) => type === "reply"), [reply(7, "query", 400, 0)]);
+  const written = run(decided.state, [synced]);
+  assertEquals(written.outbox, [reply(1, "deposit", 410, 1), reply(8, "query", 410, 1)]);
 });
 
 Deno.test("with local reads, a backup behind what the client saw asks the primary, then waits to apply it", () => {
@@ -103,7 +122,7 @@ Deno.test("with local reads, a backup behind what the client saw asks the primar
     refusal: undefined,
   }]);
   assertEquals(indexed.outbox, [], "the primary's commit position is 1, not applied here yet");
-  const backup = run(indexed.state, [entry(1, 1, { kind: "deposit", amount: 10 })]);
+  const backup = run(indexed.state, [entry(1, 1, { kind: "deposit", amount: 10 }), synced]);
   assertEquals(backup.outbox.at(-1), reply(7, "query", 410, 1));
 });
 
@@ -120,7 +139,7 @@ Deno.test("with async propagation the primary answers on its own disk; a read th
     { type: "indexed", requestId: 7, commit: 0, end: 1, refusal: undefined },
   ]);
   assertEquals(backup.outbox, [{ type: "askIndex", requestId: 7 }], "position 1 is not applied here yet");
-  const applied = run(backup.state, [entry(1, 1, { kind: "deposit", amount: 10 })]);
+  const applied = run(backup.state, [entry(1, 1, { kind: "deposit", amount: 10 }), synced]);
   assertEquals(applied.outbox.at(-1), reply(7, "query", 410, 1));
   // The primary, reading at its commit position, reads at least what the client saw.
   const own = run(primary.state, [query(8, 1)]);
