@@ -323,6 +323,9 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
     options.propagation,
     ...(recordsClocks(options) ? ["--record-clocks"] : []),
   ];
+  // With --port-base every process may reach the branches' ports and no others (a branch listens on its
+  // own and links to the others'). Free ports are not known in advance, so then any loopback port.
+  const net = options.portBase === undefined ? ["127.0.0.1"] : ports.map((port) => `127.0.0.1:${port}`);
   const branches: Child[] = [];
   for (const index of [primaryIndex, ...ids.keys().filter((index) => index !== primaryIndex)]) {
     const { id, balance } = scenario.branches[index] as Scenario["branches"][number];
@@ -333,17 +336,13 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
     const command = childCommand(
       "branch",
       [...args, ...listen, ...forwardDeadline, ...startTimeout, "--data-dir", dataDir],
-      { context, net: ["127.0.0.1"], write: dataDir },
+      { context, net, write: dataDir },
     );
     branches[index] = supervisor.spawn(`branch ${id}`, command, { job: false });
   }
-  // Free ports are not known in advance, so then the customer may reach any loopback port.
-  const customerNet = options.portBase === undefined
-    ? ["127.0.0.1"]
-    : ports.map((port) => `127.0.0.1:${port}`);
   const customer = supervisor.spawn(
     "customer process",
-    childCommand("customer", ["--plan-stdin", ...deadline, ...startTimeout], { context, net: customerNet }),
+    childCommand("customer", ["--plan-stdin", ...deadline, ...startTimeout], { context, net }),
     { job: true },
   );
   // Not awaited here: a failed write is a dead customer process, which the supervisor reports.

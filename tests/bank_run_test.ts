@@ -257,6 +257,43 @@ Deno.test("main.ts fails with exit 1 naming the branch whose port is taken, and 
   }
 });
 
+Deno.test("main.ts --port-base N runs the example on ports N + id, each process allowed only those ports", async () => {
+  await using dir = await tempDir();
+  const base = freeRunOfPorts(3) - 1;
+  const run = await runEntry(
+    "main.ts",
+    [`${ROOT}/Input.json`, "--port-base", String(base), "--verbose"],
+    dir.path,
+  );
+  assertEquals(run.code, 0, run.stderr);
+  assertEquals(await Deno.readTextFile(`${dir.path}/output.txt`), EXAMPLE_JSON);
+  for (const id of [1, 2, 3]) {
+    assertMatch(
+      run.stderr,
+      new RegExp(`branch ${id} \\(pid \\d+\\) listening on 127\\.0\\.0\\.1:${base + id}\\b`),
+    );
+  }
+  assertAllStopped(run.stderr, 4);
+});
+
+/** The first of `count` consecutive loopback ports that were free a moment ago. */
+function freeRunOfPorts(count: number): number {
+  for (let attempt = 1;; attempt++) {
+    const listeners = [Deno.listen({ hostname: "127.0.0.1", port: 0 })];
+    const first = (listeners[0]?.addr as Deno.NetAddr).port;
+    try {
+      for (let port = first + 1; port < first + count; port++) {
+        listeners.push(Deno.listen({ hostname: "127.0.0.1", port }));
+      }
+      return first;
+    } catch (error) {
+      if (attempt === 20) throw error;
+    } finally {
+      for (const listener of listeners) listener.close();
+    }
+  }
+}
+
 /**
  * A listener on a port whose neighbours are free as far as can be told (any port may be taken by another
  * process at any moment): for a test in which only the middle one of three must be taken.
