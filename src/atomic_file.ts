@@ -1,6 +1,7 @@
 /**
  * Writing a file so that it is either the whole new text or untouched: a temporary file beside it, then
- * a rename. The temporary file is made first, so an unwritable path is found before any work is done.
+ * a rename. The temporary file is made first, so an unwritable path is found before any work is done, and
+ * written in full before the rename, so that several files can all be written before any is replaced.
  *
  * @module
  */
@@ -45,13 +46,33 @@ export class AtomicFile {
     }
   }
 
-  /** Writes `text` to the temporary file, flushes it to disk, and renames it over the target. */
-  async commit(text: string): Promise<void> {
-    await Deno.writeTextFile(this.#temp, text);
-    await Deno.chmod(this.#temp, this.#mode);
-    using file = await Deno.open(this.#temp, { write: true });
-    await file.sync();
-    await Deno.rename(this.#temp, this.#path);
+  /**
+   * Writes `text` to the temporary file and flushes it to disk; the target is untouched until
+   * {@linkcode AtomicFile.publish}. Throws an Error naming the target when it cannot.
+   */
+  async write(text: string): Promise<void> {
+    try {
+      await Deno.writeTextFile(this.#temp, text);
+      await Deno.chmod(this.#temp, this.#mode);
+      using file = await Deno.open(this.#temp, { write: true });
+      await file.sync();
+    } catch (error) {
+      throw new Error(`cannot write "${this.#path}": ${(error as Error).message}`);
+    }
+  }
+
+  /**
+   * Renames the written file over the target, and flushes the directory, so that the rename too survives
+   * a crash of the machine.
+   */
+  async publish(): Promise<void> {
+    try {
+      await Deno.rename(this.#temp, this.#path);
+      using dir = await Deno.open(dirname(this.#path));
+      await dir.sync();
+    } catch (error) {
+      throw new Error(`cannot put "${this.#path}" in place: ${(error as Error).message}`);
+    }
   }
 
   /** Removes the temporary file; the target is left as it was. */

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { dirname } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { AtomicFile } from "./atomic_file.ts";
 import { primaryOf, type Propagation } from "./branch_core.ts";
 import type { BackupAddress, BranchPlan } from "./branch_cli.ts";
@@ -75,36 +75,7 @@ export async function runBank(options: BankRunOptions): Promise<void> {
   const { portBase } = options;
   // Checked with the input, before anything is written or started: basePort() throws a UsageError.
   if (portBase !== undefined) { for (const { id } of scenario.branches) basePort(portBase, id); }
-  // Every file is reserved before anything starts; if one cannot be, those reserved before it are let go.
-  const reserved: { discard(): Promise<void> }[] = [];
-  const discardAll = async () => {
-    for (const file of reserved) await file.discard();
-  };
-  const reserve = async <T extends { discard(): Promise<void> }>(
-    path: string,
-    what: string,
-    open: (path: string) => Promise<T>,
-  ): Promise<T> => {
-    try {
-      const file = await open(path);
-      reserved.push(file);
-      return file;
-    } catch (error) {
-      await discardAll();
-      throw new InputError(path, "", `cannot write ${what}: ${(error as Error).message}`);
-    }
-  };
-  const { historyPath, clockOutputDir, diagramPath } = options;
-  const output = await reserve(options.outputPath, "output", AtomicFile.reserve);
-  const history = historyPath === undefined
-    ? undefined
-    : await reserve(historyPath, "history", AtomicFile.reserve);
-  const clockFiles = clockOutputDir === undefined
-    ? undefined
-    : await reserve(clockOutputDir, "clock files", ClockFileSet.reserve);
-  const diagram = diagramPath === undefined
-    ? undefined
-    : await reserve(diagramPath, "diagram", AtomicFile.reserve);
+  const files = await RunFiles.reserve(options);
   let dataDir: string | undefined;
   try {
     dataDir = await dataDirectory(options.dataDir);
@@ -112,28 +83,122 @@ export async function runBank(options: BankRunOptions): Promise<void> {
     await runProcesses(scenario, { ...options, dataDir }, async ({ results, finals, clocks }) => {
       // Every text is made before the first file is written.
       const eventIdOf = eventIds(scenario, results);
-      const texts = {
+      await files.write({
         output: renderOutput(results, options.format),
-        history: history === undefined ? "" : renderHistory(historyOf(scenario, results, finals)),
-        clocks: clockFiles === undefined ? undefined : renderClockFiles(clocks, eventIdOf),
-        diagram: diagram === undefined ? "" : renderDiagram(clocks, {
+        history: files.history === undefined ? "" : renderHistory(historyOf(scenario, results, finals)),
+        clocks: files.clocks === undefined ? undefined : renderClockFiles(clocks, eventIdOf),
+        diagram: files.diagram === undefined ? "" : renderDiagram(clocks, {
           title: `The bank's run of ${options.inputPath}`,
           outcomes: outcomes(results),
           eventIdOf,
         }),
-      };
-      await output.commit(texts.output);
-      await history?.commit(texts.history);
-      if (texts.clocks !== undefined) await clockFiles?.commit(texts.clocks);
-      await diagram?.commit(texts.diagram);
+      });
     });
+    // Every file is written, every child stopped, and no signal came: only now is each put in place.
+    await files.publish();
   } catch (error) {
-    await discardAll();
+    await files.discard();
     throw error;
   } finally {
     if (options.dataDir === undefined && dataDir !== undefined) {
       await Deno.remove(dataDir, { recursive: true });
     }
+  }
+}
+
+/** A file of a run's, or a set of them, written in full first and then put in place. */
+interface Publishable {
+  publish(): Promise<void>;
+  /** Removes what was written; the target is left as it was. */
+  discard(): Promise<void>;
+}
+
+/**
+ * The files a run writes: the output and, if asked for, the history, the clock files and the diagram. All
+ * are reserved before anything starts, all are written before any is put in place, and none is put in
+ * place if the run fails (a signal included) before then: a failed run replaces nothing.
+ */
+class RunFiles {
+  readonly #all: readonly Publishable[];
+
+  private constructor(
+    all: readonly Publishable[],
+    readonly output: AtomicFile,
+    readonly history: AtomicFile | undefined,
+    readonly clocks: ClockFileSet | undefined,
+    readonly diagram: AtomicFile | undefined,
+  ) {
+    this.#all = all;
+  }
+
+  /** Reserves each file; throws an InputError naming the first that cannot be, after letting go of the rest. */
+  static async reserve(options: BankRunOptions): Promise<RunFiles> {
+    const { outputPath, historyPath, clockOutputDir, diagramPath } = options;
+    refuseSharedPaths(options);
+    const all: Publishable[] = [];
+    const reserve = async <T extends Publishable>(
+      path: string,
+      what: string,
+      open: (path: string) => Promise<T>,
+    ): Promise<T> => {
+      try {
+        const file = await open(path);
+        all.push(file);
+        return file;
+      } catch (error) {
+        for (const file of all) await file.discard();
+        throw new InputError(path, "", `cannot write ${what}: ${(error as Error).message}`);
+      }
+    };
+    const maybe = <T extends Publishable>(
+      path: string | undefined,
+      what: string,
+      open: (path: string) => Promise<T>,
+    ) => path === undefined ? Promise.resolve(undefined) : reserve(path, what, open);
+    const output = await reserve(outputPath, "output", AtomicFile.reserve);
+    const history = await maybe(historyPath, "history", AtomicFile.reserve);
+    const clocks = await maybe(clockOutputDir, "clock files", ClockFileSet.reserve);
+    const diagram = await maybe(diagramPath, "diagram", AtomicFile.reserve);
+    return new RunFiles(all, output, history, clocks, diagram);
+  }
+
+  /** Writes every file's text in full, beside its target. */
+  async write(texts: { output: string; history: string; clocks: ClockFiles | undefined; diagram: string }) {
+    await this.output.write(texts.output);
+    await this.history?.write(texts.history);
+    if (texts.clocks !== undefined) await this.clocks?.write(texts.clocks);
+    await this.diagram?.write(texts.diagram);
+  }
+
+  async publish(): Promise<void> {
+    for (const file of this.#all) await file.publish();
+  }
+
+  async discard(): Promise<void> {
+    for (const file of this.#all) await file.discard();
+  }
+}
+
+/**
+ * Refuses two of a run's files at one path (the second would replace the first), or one at the input's:
+ * an InputError naming the path and the two flags.
+ */
+function refuseSharedPaths(options: BankRunOptions): void {
+  const { inputPath, outputPath, historyPath, diagramPath, clockOutputDir: dir } = options;
+  const named: [string, string][] = [[inputPath, "the input"], [outputPath, "--output"]];
+  if (historyPath !== undefined) named.push([historyPath, "--history"]);
+  if (diagramPath !== undefined) named.push([diagramPath, "--diagram"]);
+  if (dir !== undefined) {
+    const paths = [dir, ...CLOCK_FILE_NAMES.map((name) => join(dir, name))];
+    named.push(...paths.map((path): [string, string] => [path, "--clock-output"]));
+  }
+  const seen = new Map<string, string>();
+  for (const [path, flag] of named) {
+    const earlier = seen.get(resolve(path));
+    if (earlier !== undefined) {
+      throw new InputError(path, "", `named by both ${earlier} and ${flag}: each needs a file of its own`);
+    }
+    seen.set(resolve(path), flag);
   }
 }
 
@@ -175,10 +240,14 @@ class ClockFileSet {
     return new ClockFileSet(files, existed ? undefined : dir);
   }
 
-  async commit(texts: ClockFiles): Promise<void> {
+  async write(texts: ClockFiles): Promise<void> {
     for (const [index, name] of CLOCK_FILE_NAMES.entries()) {
-      await (this.#files[index] as AtomicFile).commit(texts[name]);
+      await (this.#files[index] as AtomicFile).write(texts[name]);
     }
+  }
+
+  async publish(): Promise<void> {
+    for (const file of this.#files) await file.publish();
   }
 
   async discard(): Promise<void> {
@@ -237,16 +306,17 @@ interface RunRecord {
 }
 
 /**
- * Runs the processes; once every result is in, calls `commit` with them, which writes the files while the
- * children stop (the run has succeeded by then). Resolves when both are done.
+ * Runs the processes; once every result is in, calls `write` with them, which writes the files (beside
+ * their targets) while the children stop. Resolves when both are done, unless the run failed meanwhile (a
+ * signal while the children stopped).
  */
 async function runProcesses(
   scenario: Scenario,
   options: BankRunOptions,
-  commit: (record: RunRecord) => Promise<void>,
+  write: (record: RunRecord) => Promise<void>,
 ): Promise<void> {
   const { supervisor } = options;
-  let committed: Promise<void> | undefined;
+  let written: Promise<void> | undefined;
   try {
     const { customer, branches } = startChildren(scenario, options);
     const ids = scenario.branches.map(({ id }) => id);
@@ -284,13 +354,15 @@ async function runProcesses(
     const finals = options.historyPath === undefined ? [] : await supervisor.race(finalStates(customer));
     const clocks = recordsClocks(options) ? await supervisor.race(clockEvents(customer)) : [];
     options.log(`all ${results.length} customer entries done`);
-    committed = commit({ results, finals, clocks });
-    committed.catch(() => {}); // Awaited below, once every child is stopped.
+    written = write({ results, finals, clocks });
+    written.catch(() => {}); // Awaited below, once every child is stopped.
   } finally {
     await supervisor.stopAll(STOP_GRACE_MS);
     options.log("every process stopped");
   }
-  await committed;
+  await written;
+  // A signal while the children stopped still ends the run, with nothing put in place.
+  supervisor.throwIfFailed();
 }
 
 /**

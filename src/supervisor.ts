@@ -100,6 +100,7 @@ export class Supervisor {
   readonly #children: Child[] = [];
   readonly #failed: Promise<never>;
   #reject: (reason: Error) => void = () => {};
+  #failure: Error | undefined;
   #stopping = false;
 
   constructor() {
@@ -124,7 +125,13 @@ export class Supervisor {
 
   /** Fails the run with `reason` (the first reason wins). */
   fail(reason: Error): void {
+    this.#failure ??= reason;
     this.#reject(reason);
+  }
+
+  /** Throws the reason the run failed, if it has: for the steps after the last race(). */
+  throwIfFailed(): void {
+    if (this.#failure !== undefined) throw this.#failure;
   }
 
   /** Waits for `work`, unless the run fails first. */

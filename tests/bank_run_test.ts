@@ -158,6 +158,61 @@ Deno.test("main.ts refuses bad input with one line and exit 2, starting nothing 
   );
 });
 
+Deno.test("main.ts refuses two of its files at one path, or its output at the input, before starting anything", async () => {
+  await using dir = await tempDir();
+  await Deno.copyFile(`${ROOT}/Input.json`, `${dir.path}/in.json`);
+  for (
+    const [args, message] of [
+      [["--output", "same.txt", "--history", "same.txt"], "same.txt: named by both --output and --history"],
+      [["--output", "in.json"], "in.json: named by both the input and --output"],
+      [
+        ["--clock-output", "clocks", "--diagram", "clocks/all_events.json"],
+        "clocks/all_events.json: named by both --diagram and --clock-output",
+      ],
+    ] as const
+  ) {
+    const run = await runEntry("main.ts", ["in.json", ...args], dir.path);
+    assertEquals(run.code, 2, run.stderr);
+    assertMatch(run.stderr, new RegExp(`^\\S*${message}: each needs a file of its own\\n$`));
+    assertEquals([...Deno.readDirSync(dir.path)].map(({ name }) => name), ["in.json"], "nothing written");
+  }
+  assertEquals(await Deno.readTextFile(`${dir.path}/in.json`), await Deno.readTextFile(`${ROOT}/Input.json`));
+});
+
+Deno.test("main.ts on SIGINT while it stops its children, after every result is in, writes nothing and exits 130", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(`${dir.path}/out.txt`, "old\n");
+  // Customers of branches 1 and 2 only, so that branch 3, a backup outside the quorum, can be paused.
+  const customers = [1, 2].map((id) => ({
+    id,
+    type: "customer",
+    events: [{ interface: "deposit", money: 1 }],
+  }));
+  await Deno.writeTextFile(`${dir.path}/in.json`, makeInput(3, 400, customers));
+  const main = new Running("main.ts", ["in.json", "--output", "out.txt", "--verbose"], dir.path);
+  const listening = await main.waitFor(/branch 3 \(pid \d+\) listening/);
+  const paused = Number(/pid (\d+)/.exec(listening ?? "")?.[1]);
+  try {
+    assertOk(await main.waitFor(/all 3 branches serving/), "the run started");
+    // Paused, branch 3 keeps main waiting out its grace period as it stops the children: the signal's window.
+    Deno.kill(paused, "SIGSTOP");
+    assertOk(await main.waitFor(/all 2 customer entries done/), "every result is in");
+    main.process.kill("SIGINT");
+    const run = await main.finish();
+    assertEquals(run.code, 130, run.stderr);
+    assertMatch(run.stderr, /bank: interrupted/);
+    assertEquals(await Deno.readTextFile(`${dir.path}/out.txt`), "old\n", "the old output is kept");
+    assertEquals([...Deno.readDirSync(dir.path)].map(({ name }) => name).sort(), ["in.json", "out.txt"]);
+  } finally {
+    try {
+      Deno.kill(paused, "SIGKILL"); // Main kills it as it stops; this is for a failed assertion.
+    } catch {
+      // Gone already, as it should be.
+    }
+    await main.finish();
+  }
+});
+
 Deno.test("main.ts writes a new output file as 0644 and keeps the mode of a file it replaces", async () => {
   await using dir = await tempDir();
   const fresh = await runEntry("main.ts", [`${ROOT}/Input.json`, "--output", `${dir.path}/new.txt`]);

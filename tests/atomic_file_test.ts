@@ -1,0 +1,38 @@
+import { AtomicFile } from "../src/atomic_file.ts";
+import { assertEquals, assertMatch } from "./_assert.ts";
+import { tempDir } from "./_processes.ts";
+
+const names = (dir: string) => [...Deno.readDirSync(dir)].map(({ name }) => name).sort();
+
+Deno.test("AtomicFile: write() leaves the target as it was; publish() replaces it whole", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/out.txt`;
+  await Deno.writeTextFile(path, "old\n");
+  const file = await AtomicFile.reserve(path);
+  await file.write("new\n");
+  assertEquals(await Deno.readTextFile(path), "old\n");
+  assertEquals(names(dir.path).length, 2, "the target and its temporary file");
+  await file.publish();
+  assertEquals(await Deno.readTextFile(path), "new\n");
+  assertEquals(names(dir.path), ["out.txt"]);
+});
+
+Deno.test("AtomicFile: discard() after write() removes what was written and keeps the target", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/out.txt`;
+  await Deno.writeTextFile(path, "old\n");
+  const file = await AtomicFile.reserve(path);
+  await file.write("new\n");
+  await file.discard();
+  assertEquals(await Deno.readTextFile(path), "old\n");
+  assertEquals(names(dir.path), ["out.txt"]);
+});
+
+Deno.test("AtomicFile: a write that fails names the target", async () => {
+  await using dir = await tempDir();
+  await Deno.mkdir(`${dir.path}/sub`);
+  const file = await AtomicFile.reserve(`${dir.path}/sub/out.txt`);
+  await Deno.remove(`${dir.path}/sub`, { recursive: true });
+  const error = await file.write("new\n").then(() => undefined, (error: Error) => error);
+  assertMatch(error?.message ?? "", /^cannot write "\S+\/sub\/out\.txt": /);
+});
