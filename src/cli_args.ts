@@ -35,10 +35,16 @@ export function integerFlag(name: string, value: string | undefined, fallback: n
   return parsed;
 }
 
-/** A positive integer flag value in milliseconds. */
+/** The longest duration a timer takes (2^31 - 1 ms, about 24.8 days); a longer one fires at once. */
+export const DURATION_MAX_MS = 2_147_483_647;
+
+/** A positive integer flag value in milliseconds, at most {@linkcode DURATION_MAX_MS}. */
 export function durationFlag(name: string, value: string | undefined, fallback: number): number {
   const parsed = integerFlag(name, value, fallback);
   if (parsed === 0) throw new UsageError(`--${name}: must be at least 1`);
+  if (parsed > DURATION_MAX_MS) {
+    throw new UsageError(`--${name}: must be at most ${DURATION_MAX_MS} (about 24 days), got ${parsed}`);
+  }
   return parsed;
 }
 

@@ -745,5 +745,11 @@ export function fromServiceError(error: grpc.ServiceError): RpcError {
   if (error.code === grpc.status.INTERNAL && details.includes("triggered by internal client error")) {
     return new RpcError("UNAVAILABLE", `UNAVAILABLE (grpc-js: INTERNAL): ${details}`);
   }
+  // This end's own cancels are settled before their errors come here, so a CANCELLED call was cut by the
+  // other end: a server shutting down resets the calls still open when its grace ends. Whether the
+  // request took effect is unknown, as with a broken connection: UNAVAILABLE too.
+  if (error.code === grpc.status.CANCELLED) {
+    return new RpcError("UNAVAILABLE", `UNAVAILABLE (grpc-js: CANCELLED): ${details}`);
+  }
   return new RpcError(statusName(error.code), `${name ?? error.code}: ${details}`);
 }

@@ -1,4 +1,13 @@
-import { addressFlag, addressFlags, basePort, integerFlag, PORT_MAX, UsageError } from "../src/cli_args.ts";
+import {
+  addressFlag,
+  addressFlags,
+  basePort,
+  DURATION_MAX_MS,
+  durationFlag,
+  integerFlag,
+  PORT_MAX,
+  UsageError,
+} from "../src/cli_args.ts";
 import { assertEquals, assertThrows } from "./_assert.ts";
 
 const refusal = (run: () => unknown) => assertThrows(run, UsageError).message;
@@ -58,4 +67,16 @@ Deno.test("integerFlag() takes a non-negative safe integer, or the fallback when
       `--balance: expected a non-negative integer, got "${value}"`,
     );
   }
+});
+
+Deno.test("durationFlag() takes 1 ms up to the longest a timer takes, not 0 and not beyond", () => {
+  assertEquals(durationFlag("deadline-ms", "1", 10_000), 1);
+  assertEquals(durationFlag("deadline-ms", undefined, 10_000), 10_000);
+  assertEquals(durationFlag("deadline-ms", String(DURATION_MAX_MS), 10_000), 2_147_483_647);
+  assertEquals(refusal(() => durationFlag("deadline-ms", "0", 10_000)), "--deadline-ms: must be at least 1");
+  // setTimeout fires at once for a longer one, so main would report its start-up as timed out at once.
+  assertEquals(
+    refusal(() => durationFlag("start-timeout-ms", "3000000000", 30_000)),
+    "--start-timeout-ms: must be at most 2147483647 (about 24 days), got 3000000000",
+  );
 });
