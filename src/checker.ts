@@ -48,6 +48,13 @@ function firstViolation(history: History): string | undefined {
   const ids = history.branches.map((branch) => branch.id);
   if (ids.length === 0) return "the history has no branches";
   if (new Set(ids).size !== ids.length) return "a branch appears twice in the start line";
+  // Replicas of one account: starting apart, no outcome of an update could be right at every branch.
+  const [first] = history.branches;
+  const apart = history.branches.find((branch) => branch.balance !== first?.balance);
+  if (first !== undefined && apart !== undefined) {
+    return `branch ${apart.id} starts with balance ${apart.balance} and branch ${first.id} with ` +
+      `${first.balance}: the replicas of one account start alike`;
+  }
 
   // Every event at most once.
   const seen = new Map<string, HistoryRequest>();
@@ -136,9 +143,17 @@ function firstViolation(history: History): string | undefined {
     }
   }
 
-  // Every branch ends at the replayed balance, having applied the whole log.
+  // Every branch ends at the replayed balance, having applied the whole log: one final state each.
+  const finals = new Map<number, (typeof history.finals)[number]>();
+  for (const final of history.finals) {
+    if (!ids.includes(final.branch)) {
+      return `a final state names branch ${final.branch}, which is not in the run`;
+    }
+    if (finals.has(final.branch)) return `branch ${final.branch} has two final states`;
+    finals.set(final.branch, final);
+  }
   for (const id of ids) {
-    const final = history.finals.find((candidate) => candidate.branch === id);
+    const final = finals.get(id);
     if (final === undefined) return `branch ${id} has no final state`;
     if (final.position !== length) {
       return `branch ${id} ended at position ${final.position}, but the log has ${length} updates`;

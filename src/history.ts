@@ -102,6 +102,11 @@ export function parseHistory(text: string, source: string): History {
         return fail(`the first line must be {"type": "start", "branches": [...]}`);
       }
       branches = (record["branches"] as unknown[]).map((branch) => {
+        if (typeof branch !== "object" || branch === null) {
+          return fail(
+            `each branch must be an object with an id and a balance, got ${JSON.stringify(branch)}`,
+          );
+        }
         const { id, balance } = branch as Record<string, unknown>;
         if (!Number.isSafeInteger(id) || !Number.isSafeInteger(balance)) {
           return fail(`each branch must have a whole id and balance, got ${JSON.stringify(branch)}`);

@@ -104,7 +104,17 @@ export function validateScenario(json: unknown, source: string): Scenario {
     if (type === "branch") {
       const id = safeInteger(entry.id, `${at}.id`, fail);
       if (branches.some((branch) => branch.id === id)) fail(`${at}.id`, `duplicate branch id ${id}`);
-      branches.push({ id, balance: safeInteger(entry.balance, `${at}.balance`, fail) });
+      const balance = safeInteger(entry.balance, `${at}.balance`, fail);
+      // Every branch holds a replica of one account, which the primary decides updates against: replicas
+      // that start apart could never agree (a backup refuses an entry that would take it below zero).
+      const first = branches[0];
+      if (first !== undefined && balance !== first.balance) {
+        fail(
+          `${at}.balance`,
+          `expected ${first.balance}, the balance branch ${first.id} starts with (every branch holds a replica of one account), got ${balance}`,
+        );
+      }
+      branches.push({ id, balance });
     } else if (type === "customer") {
       rawCustomers.push({ at, entry });
     } else {
@@ -204,7 +214,7 @@ function route(
 
 function safeInteger(value: unknown, where: string, fail: Fail): number {
   if (value === undefined) return fail(where, "missing, expected a non-negative safe integer");
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0 || Object.is(value, -0)) {
     return fail(where, `expected a non-negative safe integer, got ${describe(value)}`);
   }
   return value;
@@ -222,6 +232,7 @@ function describe(value: unknown): string {
   // JSON.parse reads a number beyond a double's range, such as 1e400, as Infinity, which JSON.stringify
   // would render as null.
   if (typeof value === "number" && !Number.isFinite(value)) return "a number beyond a double's range";
+  if (Object.is(value, -0)) return "-0";
   const text = JSON.stringify(value) ?? String(value);
   return text.length > 40 ? `${text.slice(0, 37)}...` : text;
 }

@@ -135,6 +135,28 @@ Deno.test("checkHistory() rejects a branch that did not end at the replayed bala
   assertEquals(violation({ ...history, finals: [history.finals[0]!] }), "branch 2 has no final state");
 });
 
+Deno.test("checkHistory() rejects a second final state for a branch, or one for a branch not in the run", () => {
+  const history = goodHistory();
+  const stale = { ...history.finals[1]!, balance: 100, position: 0 };
+  assertEquals(
+    violation({ ...history, finals: [...history.finals, stale] }),
+    "branch 2 has two final states",
+  );
+  const stranger = { type: "final", branch: 7, balance: 5, position: 9 } as const;
+  assertEquals(
+    violation({ ...history, finals: [...history.finals, stranger] }),
+    "a final state names branch 7, which is not in the run",
+  );
+});
+
+Deno.test("checkHistory() rejects branches that start with different balances: no outcome fits them all", () => {
+  const history = goodHistory();
+  assertEquals(
+    violation({ ...history, branches: [{ id: 1, balance: 100 }, { id: 2, balance: 10 }] }),
+    "branch 2 starts with balance 10 and branch 1 with 100: the replicas of one account start alike",
+  );
+});
+
 Deno.test("parseHistory() reads back what renderHistory() writes, and names the line of a bad one", () => {
   const text = renderHistory(goodHistory());
   assertEquals(parseHistory(text, "h.jsonl"), goodHistory());
@@ -146,6 +168,16 @@ Deno.test("parseHistory() reads back what renderHistory() writes, and names the 
   } catch (error) {
     assertOk(error instanceof InputError);
     assertEquals(error.message, 'h.jsonl: line 3: balance must be a whole number, got "150"');
+  }
+  try {
+    parseHistory('{"type": "start", "branches": [null]}\n', "h.jsonl");
+    assertOk(false, "parsed a start line with a null branch");
+  } catch (error) {
+    assertOk(error instanceof InputError, String(error));
+    assertEquals(
+      error.message,
+      "h.jsonl: line 1: each branch must be an object with an id and a balance, got null",
+    );
   }
 });
 

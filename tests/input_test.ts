@@ -158,6 +158,22 @@ Deno.test("parseScenario() rejects a balance that is negative, fractional, a str
   assertEquals(problem(input(branch(1, 1e300))), `${at} 1e+300`);
 });
 
+Deno.test("parseScenario() rejects branches that start with different balances: one account, replicated", () => {
+  assertEquals(
+    problem(input(branch(1, 400), branch(2, 400), branch(3, 300))),
+    "in.json: [2].balance: expected 400, the balance branch 1 starts with (every branch holds a replica of " +
+      "one account), got 300",
+  );
+});
+
+Deno.test("parseScenario() rejects -0 as a negative number, naming it as written", () => {
+  // Written by hand: JSON.stringify writes -0 as 0.
+  assertEquals(
+    problem('[{"type": "branch", "id": 1, "balance": -0}]'),
+    "in.json: [0].balance: expected a non-negative safe integer, got -0",
+  );
+});
+
 Deno.test("parseScenario() rejects events that are not an array, or not objects", () => {
   assertEquals(
     problem(input(branch(1), customer(1, "deposit"))),
