@@ -64,6 +64,9 @@ function firstViolation(history: History): string | undefined {
     if (earlier !== undefined) return `${describe(request)} appears twice`;
     seen.set(key, request);
     if (!ids.includes(request.branch)) return `${describe(request)} went to a branch that is not in the run`;
+    if (request.interface === "query" && !request.success) {
+      return `${describe(request)} is recorded as failed, but a query answered at all succeeds`;
+    }
   }
 
   // Positions of applied updates: unique and dense (1..length, each once).

@@ -120,6 +120,13 @@ Deno.test("checkHistory() rejects a withdrawal that failed although the balance 
   );
 });
 
+Deno.test("checkHistory() rejects a query recorded as failed: a query answered at all succeeds", () => {
+  assertEquals(
+    violation(withRequest(1, { success: false })),
+    "customer 1 event #1 (query at branch 1) is recorded as failed, but a query answered at all succeeds",
+  );
+});
+
 Deno.test("checkHistory() rejects an event recorded twice", () => {
   const history = goodHistory();
   const twice = { ...history, requests: [...history.requests, history.requests[0] as HistoryRequest] };
