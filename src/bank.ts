@@ -194,11 +194,12 @@ function refuseSharedPaths(options: BankRunOptions): void {
   }
   const seen = new Map<string, string>();
   for (const [path, flag] of named) {
-    const earlier = seen.get(resolve(path));
+    const absolute = resolve(path);
+    const earlier = seen.get(absolute);
     if (earlier !== undefined) {
       throw new InputError(path, "", `named by both ${earlier} and ${flag}: each needs a file of its own`);
     }
-    seen.set(resolve(path), flag);
+    seen.set(absolute, flag);
   }
 }
 

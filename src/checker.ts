@@ -12,7 +12,7 @@
  */
 
 import { primaryOf } from "./branch_core.ts";
-import type { History, HistoryRequest } from "./history.ts";
+import type { History, HistoryFinal, HistoryRequest } from "./history.ts";
 
 /** What a history that passes looked like. */
 export interface CheckSummary {
@@ -147,7 +147,7 @@ function firstViolation(history: History): string | undefined {
   }
 
   // Every branch ends at the replayed balance, having applied the whole log: one final state each.
-  const finals = new Map<number, (typeof history.finals)[number]>();
+  const finals = new Map<number, HistoryFinal>();
   for (const final of history.finals) {
     if (!ids.includes(final.branch)) {
       return `a final state names branch ${final.branch}, which is not in the run`;

@@ -49,8 +49,9 @@ export async function guarded(
 }
 
 /**
- * Whether `error` is the user's to fix: bad input, usage or a missing permission (exit 2). A function of its own, on `unknown`:
- * inlined in guarded(), where the checks before it narrow `error`, `deno check src/` once reported TS2358
+ * Whether `error` is the user's to fix: bad input, usage or a missing permission (exit 2). A function of
+ * its own, on `unknown`: inlined in guarded(), where the checks before it narrow `error`, `deno check src/`
+ * once reported TS2358
  * ("the left-hand side of an 'instanceof' expression must be of type 'any'...") for it, which the full
  * check of `deno task ok` did not.
  */

@@ -4,12 +4,18 @@ import { tempDir } from "./_processes.ts";
 
 const names = (dir: string) => [...Deno.readDirSync(dir)].map(({ name }) => name).sort();
 
-Deno.test("AtomicFile: write() leaves the target as it was; publish() replaces it whole", async () => {
-  await using dir = await tempDir();
-  const path = `${dir.path}/out.txt`;
+/** `dir`/out.txt holding "old", reserved, with "new" written beside it. */
+async function written(dir: string): Promise<{ path: string; file: AtomicFile }> {
+  const path = `${dir}/out.txt`;
   await Deno.writeTextFile(path, "old\n");
   const file = await AtomicFile.reserve(path);
   await file.write("new\n");
+  return { path, file };
+}
+
+Deno.test("AtomicFile: write() leaves the target as it was; publish() replaces it whole", async () => {
+  await using dir = await tempDir();
+  const { path, file } = await written(dir.path);
   assertEquals(await Deno.readTextFile(path), "old\n");
   assertEquals(names(dir.path).length, 2, "the target and its temporary file");
   await file.publish();
@@ -19,10 +25,7 @@ Deno.test("AtomicFile: write() leaves the target as it was; publish() replaces i
 
 Deno.test("AtomicFile: discard() after write() removes what was written and keeps the target", async () => {
   await using dir = await tempDir();
-  const path = `${dir.path}/out.txt`;
-  await Deno.writeTextFile(path, "old\n");
-  const file = await AtomicFile.reserve(path);
-  await file.write("new\n");
+  const { path, file } = await written(dir.path);
   await file.discard();
   assertEquals(await Deno.readTextFile(path), "old\n");
   assertEquals(names(dir.path), ["out.txt"]);
