@@ -42,8 +42,9 @@ export interface Update {
 /** One update at its place in the log. */
 export interface Entry {
   /**
-   * Which branch is primary. Always 0 in this version, where the primary is fixed; carried on every entry
-   * so that a later version can change primaries without mixing up two primaries' entries.
+   * The view whose primary made the entry. Entries keep it when a later primary sends them on, so that two
+   * logs holding an entry of the same view at the same position hold the same entries up to it (see
+   * {@linkcode Election}).
    */
   readonly view: number;
   /** 1, 2, 3, ...: the order in which every replica applies updates. */
@@ -60,6 +61,44 @@ export interface Recovered {
   /** The log from position 1 on, each entry with the balance right after it. */
   readonly entries: readonly { readonly entry: Entry; readonly balance: number }[];
   readonly failures: readonly { readonly key: string; readonly decided: Decided }[];
+  /** The view it was in and the vote it gave there; none before the first election. */
+  readonly ballot?: Ballot | undefined;
+}
+
+/** A branch's view, and whom it voted for in it: written before the vote leaves, so it never votes twice. */
+export interface Ballot {
+  readonly view: number;
+  readonly vote: number | undefined;
+}
+
+/**
+ * Failover, Raft's way (with Raft's terms called views): when a backup hears nothing from its primary for
+ * `timeoutTicks` and a little more (drawn from its id and view, so that two backups rarely stand at once),
+ * it stands for primary of the next view, and wins it with the votes of a majority. Time comes in as `tick`
+ * inputs; without this option the primary is fixed (the lowest id, view 0) and ticks do nothing.
+ *
+ * The rules that carry safety, each commented where it is applied:
+ * - one vote per view, on disk before it is given (voteRequest), so a view has at most one primary;
+ * - a vote only for a log at least as up to date as the voter's (upToDate): the last entry's view, then
+ *   the length; since every committed entry is on a majority of the disks, a winner holds all of them;
+ * - a primary commits by counting disks only an entry of its own view (advance), and starts its view with
+ *   an entry of its own (becomePrimary), which commits what came before it;
+ * - a backup takes entries only from a primary of a view at least its own, and drops what conflicts with
+ *   them (applyEntry), never below what it knows is committed;
+ * - a primary answers a read only once a majority has confirmed it is still the primary (rounds), since a
+ *   primary cut off from the others may have been replaced without knowing.
+ */
+export interface Election {
+  /** The least ticks without word from the primary before a backup stands (each draws up to twice it). */
+  readonly timeoutTicks: number;
+  /** Ticks between the primary's heartbeats; well under timeoutTicks. */
+  readonly heartbeatTicks: number;
+}
+
+/** Where an entry sits in a log: enough to compare two logs (see Election). */
+export interface LogMark {
+  readonly position: number;
+  readonly view: number;
 }
 
 /** The gRPC status a refusal travels as. */
@@ -75,6 +114,8 @@ export type RefusalCode =
 export interface Refusal {
   readonly code: RefusalCode;
   readonly message: string;
+  /** When the sender's view is behind the refuser's: the refuser's, which the sender then enters. */
+  readonly view?: number | undefined;
 }
 
 /** How the primary decided an update, as it answers the customer or the forwarding backup. */
@@ -115,19 +156,66 @@ export type BranchInput =
   }
   /** At the primary: a backup asks for the commit position, to answer a query at. */
   | { readonly type: "readIndex"; readonly requestId: number }
-  /** At a backup: the primary sends the next entry of the log. */
-  | { readonly type: "entry"; readonly requestId: number; readonly entry: Entry }
+  /** At a backup: primary `from`, in `view`, sends the next entry of the log. */
+  | {
+    readonly type: "entry";
+    readonly requestId: number;
+    readonly entry: Entry;
+    readonly from: number;
+    readonly view: number;
+  }
+  /**
+   * At a backup: primary `from`, in `view`, is alive. `last` is the end of its log on its disk, `commit`
+   * its commit position, and `round` the round of reads it asks backups to confirm (see BranchState.round).
+   */
+  | {
+    readonly type: "heartbeat";
+    readonly requestId: number;
+    readonly from: number;
+    readonly view: number;
+    readonly last: LogMark;
+    readonly commit: number;
+    readonly round: number;
+  }
+  /**
+   * At a backup: primary `from`, in `view`, opens a link to it. Answered with `accept` (what its disk
+   * holds, for the primary's `linked`), or refused when that view is behind this branch's.
+   */
+  | { readonly type: "link"; readonly requestId: number; readonly from: number; readonly view: number }
+  /** At the primary: `backup` answered the heartbeat of `round`, so it was still the primary then. */
+  | { readonly type: "confirmed"; readonly backup: number; readonly round: number }
+  /** Time passes: see {@linkcode Election}. */
+  | { readonly type: "tick" }
+  /** Branch `from` stands for primary of `view`, its log ending at `last`. */
+  | {
+    readonly type: "voteRequest";
+    readonly requestId: number;
+    readonly from: number;
+    readonly view: number;
+    readonly last: LogMark;
+  }
+  /** At a candidate: branch `from`, in `view`, gave its vote or not. */
+  | { readonly type: "voteAnswer"; readonly from: number; readonly view: number; readonly granted: boolean }
+  /** Another branch is in `view` (it refused a message of an older one). */
+  | { readonly type: "view"; readonly view: number }
   /**
    * At the primary: `backup` has the log up to `position` on its disk (it acknowledged that entry, or
    * said so when its link came up).
    */
   | { readonly type: "replicated"; readonly position: number; readonly backup: number }
   /**
-   * At the primary: `backup` accepted a new link, saying its disk holds the log up to `position`. Unlike
-   * an acknowledgement this may be less than before (its directory was emptied): it replaces what the
-   * primary knew of that backup.
+   * At the primary: `backup` accepted a new link, saying its disk holds the log up to `position`, whose
+   * last entry is of `view`, and that it knows the log is committed up to `commit`. The primary works out
+   * how much of that log is its own (BranchState.matched), and the driver sends the backup the rest. This
+   * may be less than before (its directory was emptied): it replaces what the primary knew of that backup.
    */
-  | { readonly type: "linked"; readonly position: number; readonly backup: number }
+  | {
+    readonly type: "linked";
+    readonly backup: number;
+    readonly position: number;
+    readonly view: number;
+    readonly commit: number;
+  }
   /** Everything this branch was asked to persist before this input is on its disk. */
   | { readonly type: "synced" }
   /** At a backup: the primary decided the update forwarded for `requestId`, or the forward failed. */
@@ -145,6 +233,8 @@ export type BranchInput =
     readonly refusal: Refusal | undefined;
     /** The last position of the primary's log (with `commit`). */
     readonly end: number | undefined;
+    /** The view of the primary's entry at `commit` (with `commit`). */
+    readonly view?: number | undefined;
   };
 
 /** What the core asks the driver to do. */
@@ -171,17 +261,24 @@ export type BranchOutput =
     readonly commit: number;
     /** The last position of this primary's log. */
     readonly end: number;
+    /** The view of its entry at `commit`: where the backup's log agrees with it (see Election). */
+    readonly view: number;
   }
+  /** Accept the link `requestId`: this branch's disk holds the log up to `last`, committed up to `commit`. */
+  | { readonly type: "accept"; readonly requestId: number; readonly last: LogMark; readonly commit: number }
   /** Answer the inbound call `requestId` with an error status. */
   | { readonly type: "refuse"; readonly requestId: number; readonly refusal: Refusal }
   /**
-   * Write to disk, in the turn's one transaction, then feed `synced`: an entry (with the balance after it)
-   * or, at the primary, a keyed update that failed. At the primary each entry is then sent to every backup
-   * (see sendAtOnce), whose acknowledgements come back as `replicated`. With neither, just sync what came
-   * before.
+   * Write to disk, in the turn's one transaction, then feed `synced`, in this order: a cut of the log after
+   * position `truncate` (entries an earlier primary sent that the current one does not have), this
+   * branch's `ballot`, an entry (with the balance after it) or, at the primary, a keyed update that
+   * failed. At the primary each entry is then sent to every backup (see sendAtOnce), whose
+   * acknowledgements come back as `replicated`. With none, just sync what came before.
    */
   | {
     readonly type: "persist";
+    readonly truncate?: number;
+    readonly ballot?: Ballot;
     readonly entry?: { readonly entry: Entry; readonly balance: number };
     readonly failure?: { readonly key: string; readonly decided: Decided };
   }
@@ -193,7 +290,30 @@ export type BranchOutput =
     readonly key: string | undefined;
   }
   /** At a backup: ask the primary for its commit position; feed the answer back as `indexed`. */
-  | { readonly type: "askIndex"; readonly requestId: number };
+  | { readonly type: "askIndex"; readonly requestId: number }
+  /**
+   * At the primary: send every linked backup a heartbeat with these, and feed each answer back as
+   * `confirmed` (a refusal naming a later view, as `view`).
+   */
+  | {
+    readonly type: "heartbeat";
+    readonly view: number;
+    readonly last: LogMark;
+    readonly commit: number;
+    readonly round: number;
+  }
+  /**
+   * Ask every other branch for its vote in `view`; feed each answer back as `voteAnswer`. Sent only once
+   * the persist before it (this branch's own vote) is written.
+   */
+  | { readonly type: "requestVotes"; readonly view: number; readonly last: LogMark }
+  /** Answer the vote request `requestId`; like an ack, only once what was persisted before it is written. */
+  | { readonly type: "vote"; readonly requestId: number; readonly view: number; readonly granted: boolean }
+  /** This branch became the primary, a candidate or a backup of `view` (for the driver's log and links). */
+  | { readonly type: "role"; readonly role: Role; readonly view: number };
+
+/** What a branch is in its view. */
+export type Role = "primary" | "candidate" | "backup";
 
 /** At the primary: an answer waiting for the commit position to reach `position`. */
 export interface Waiting {
@@ -206,6 +326,11 @@ export interface Waiting {
   readonly balance: number;
   /** False until the decision is on the primary's disk: a failed keyed update, before the next sync. */
   readonly durable: boolean;
+  /**
+   * A failed update at a primary that may be replaced: the round of heartbeats a majority must confirm
+   * first. A failure reads the balance, and is answered only as a read is (see BranchState.round).
+   */
+  readonly round?: number | undefined;
 }
 
 /** A query, or a read index, waiting until this branch may answer it (see BranchState.reading). */
@@ -218,6 +343,13 @@ export interface PendingRead {
    * which the answer reflects too (it waits only for readFloor).
    */
   readonly at: number;
+  /** At a primary that may be replaced: the round a majority must confirm first (see BranchState.round). */
+  readonly round?: number | undefined;
+  /**
+   * At a backup, with failover: the primary's commit position and the view of its entry there, from a read
+   * index. Once this log holds that entry, it agrees with the committed log up to it.
+   */
+  readonly mark?: LogMark | undefined;
 }
 
 /**
@@ -274,6 +406,15 @@ export class Remembered<V> {
     entries.set(key, { value, added: this.size });
     return new Remembered(entries, this.size + 1);
   }
+
+  /** This map with only the entries that `keep` keeps: a copy, for the rare times entries must go. */
+  filter(keep: (value: V) => boolean): Remembered<V> {
+    let kept = Remembered.empty<V>();
+    for (const [key, { value, added }] of this.#entries) {
+      if (added < this.size && keep(value)) kept = kept.with(key, value);
+    }
+    return kept;
+  }
 }
 
 /**
@@ -307,10 +448,16 @@ export class Timeline {
     values.push(value);
     return new Timeline(values, this.length + 1);
   }
+
+  /** The first `length` values of this timeline. */
+  take(length: number): Timeline {
+    assert(length >= 1 && length <= this.length, `cannot take ${length} of ${this.length} values`);
+    return new Timeline(this.#values, length);
+  }
 }
 
 /** A keyed update as the primary decided it. */
-export interface Decided extends Omit<Waiting, "requestId" | "durable"> {
+export interface Decided extends Omit<Waiting, "requestId" | "durable" | "round"> {
   readonly update: Update;
 }
 
@@ -319,10 +466,27 @@ export interface BranchState {
   readonly id: number;
   readonly reads: ReadMode;
   readonly propagation: Propagation;
-  /** The primary's id: the lowest id of all the branches. */
-  readonly primary: number;
-  /** The view this branch is in (see {@linkcode Entry.view}). */
+  /** Failover's timing; undefined when the primary is fixed. */
+  readonly election: Election | undefined;
+  /** Every other branch. */
+  readonly peers: readonly number[];
+  /**
+   * The primary of this branch's view, once known: in view 0 the lowest id of all the branches; in a later
+   * view the branch that won it, known here once it wins (or this branch hears from it).
+   */
+  readonly primary: number | undefined;
+  /** The view this branch is in: 0 until the first election. */
   readonly view: number;
+  /** Whom this branch voted for in its view (itself, standing); on its disk before the vote left. */
+  readonly vote: number | undefined;
+  /** At a candidate: the branches that voted for it, itself included. */
+  readonly votes: ReadonlySet<number>;
+  /** At a backup or candidate: ticks since it last heard from a primary, or stood. */
+  readonly quiet: number;
+  /** At a backup or candidate: the ticks of quiet after which it stands (see Election). */
+  readonly timeout: number;
+  /** At the primary: ticks since its last heartbeat. */
+  readonly beat: number;
   /** At the primary, every other branch; at a backup, none. */
   readonly backups: readonly number[];
   /** Units, a safe non-negative integer. */
@@ -336,10 +500,23 @@ export interface BranchState {
   readonly commit: number;
   /** This replica's balance after each position, from 0 (its starting balance) to `position`. */
   readonly balances: Timeline;
+  /** The view of the entry at each position, from 0 (none: 0) to `position`. */
+  readonly views: Timeline;
   /** The last position on this branch's own disk. */
   readonly synced: number;
-  /** At the primary: by backup, the last position on its disk (0 until it says). */
+  /**
+   * At the primary: by backup, the last position on its disk that holds this primary's log (0 until it
+   * says).
+   */
   readonly matched: ReadonlyMap<number, number>;
+  /**
+   * At a primary that may be replaced: the last round of reads it asked its backups to confirm, with a
+   * heartbeat. A read waits for a majority to answer the round after it arrived: until then another
+   * branch could have become primary and committed updates this one does not know of.
+   */
+  readonly round: number;
+  /** At the primary: by backup, the last round it confirmed. */
+  readonly confirmed: ReadonlyMap<number, number>;
   /**
    * At the primary: the end of the log it recovered from its disk. Some of those entries may have been
    * committed, and answered, before it restarted without it knowing, so it answers no query or read index
@@ -351,8 +528,9 @@ export interface BranchState {
   /** Queries and read indexes waiting: at a backup, for entries to arrive; at the primary, for readFloor. */
   readonly reading: readonly PendingRead[];
   /**
-   * At the primary: every keyed update decided so far, with its answer, so that a retry gets the same
-   * answer and is not applied again (exactly once).
+   * Every keyed update in this branch's log and, at the primary, every one it decided failed, with its
+   * answer, so that a retry gets the same answer and is not applied again (exactly once), whichever branch
+   * is primary by then.
    */
   readonly decided: Remembered<Decided>;
   /** At a backup: forwarded updates waiting for the primary's decision, by request id. */
@@ -386,22 +564,32 @@ export interface StateOptions {
   readonly propagation?: Propagation;
   /** Its log as it last wrote it; default none. */
   readonly recovered?: Recovered;
+  /** Failover's timing (see Election); default none: the primary is fixed. */
+  readonly election?: Election | undefined;
 }
 
 /**
  * Branch `id`, which started with `balance` units, as it was when it last wrote to its disk
- * (`options.recovered`), or before any update.
+ * (`options.recovered`), or before any update. In view 0 the lowest id is the primary, restarted or not;
+ * in a later view a restarted branch is a backup until it hears from that view's primary or stands.
  */
 export function initialState(id: number, balance: number, options: StateOptions): BranchState {
   const { peers, reads = "commit", propagation = "sync", recovered = { entries: [], failures: [] } } =
     options;
+  const election = options.election;
   assert(
     Number.isSafeInteger(balance) && balance >= 0,
     `balance ${balance} is not a safe non-negative integer`,
   );
   assert(!peers.includes(id), `branch ${id} lists itself as a peer`);
   assert(new Set(peers).size === peers.length, `branch ${id} lists a peer twice`);
-  const primary = primaryOf([id, ...peers]);
+  assert(
+    election === undefined ||
+      (election.heartbeatTicks >= 1 && election.timeoutTicks > election.heartbeatTicks),
+    "a heartbeat must come more often than the election timeout",
+  );
+  const { view, vote } = recovered.ballot ?? { view: 0, vote: undefined };
+  const primary = view === 0 ? primaryOf([id, ...peers]) : undefined;
   let decided = Remembered.empty<Decided>();
   let current = balance;
   let commit = 0;
@@ -409,36 +597,42 @@ export function initialState(id: number, balance: number, options: StateOptions)
     assert(applied(current, entry.update) === after, `the log disagrees with itself at ${entry.position}`);
     current = after;
     commit = Math.max(commit, entry.commit);
-    if (entry.key !== undefined) {
-      const { update, position } = entry;
-      decided = decided.with(entry.key, {
-        update,
-        interface: update.kind,
-        success: true,
-        balance: after,
-        position,
-      });
-    }
+    if (entry.key !== undefined) decided = decided.with(entry.key, succeeded(entry, after));
   }
-  for (const { key, decided: failure } of recovered.failures) decided = decided.with(key, failure);
+  // A failure is the answer of one primary in one view: only the primary of view 0, which nobody else
+  // ever replaces in it, keeps its own across a restart.
+  if (primary === id) {
+    for (const { key, decided: failure } of recovered.failures) decided = decided.with(key, failure);
+  }
   const position = recovered.entries.length;
   const balances = recovered.entries.reduce(
     (timeline, { balance }) => timeline.push(balance),
     Timeline.of(balance),
   );
+  const views = recovered.entries.reduce((timeline, { entry }) => timeline.push(entry.view), Timeline.of(0));
   return {
     id,
     reads,
     propagation,
+    election,
+    peers: [...peers],
     primary,
-    view: 0,
+    view,
+    vote,
+    votes: new Set(),
+    quiet: 0,
+    timeout: timeoutOf(election, id, view),
+    beat: 0,
     backups: id === primary ? [...peers] : [],
     balance: current,
     position,
     commit,
     balances,
+    views,
     synced: position,
     matched: new Map(),
+    round: 0,
+    confirmed: new Map(),
     readFloor: id === primary ? position : 0,
     waiting: [],
     reading: [],
@@ -448,9 +642,37 @@ export function initialState(id: number, balance: number, options: StateOptions)
   };
 }
 
+/** The answer a keyed entry gave, applied at its position leaving `balance`. */
+function succeeded(entry: Entry, balance: number): Decided {
+  const { update, position } = entry;
+  return { update, interface: update.kind, success: true, balance, position };
+}
+
+/**
+ * The ticks of quiet after which branch `id` stands in `view`: the election's least, and up to as many
+ * again, spread by id and view (a hash, as the core draws nothing at random), so that the backups of a
+ * lost primary rarely stand at once, and not always in the same order.
+ */
+function timeoutOf(election: Election | undefined, id: number, view: number): number {
+  if (election === undefined) return 0;
+  const spread = Math.imul(id * 31 + view, 0x9e3779b1) >>> 0;
+  return election.timeoutTicks + (spread % election.timeoutTicks);
+}
+
 /** Whether `state` is the primary's. */
 export function isPrimary(state: BranchState): boolean {
   return state.id === state.primary;
+}
+
+/** What `state`'s branch is in its view. */
+export function roleOf(state: BranchState): Role {
+  if (isPrimary(state)) return "primary";
+  return state.primary === undefined && state.vote === state.id ? "candidate" : "backup";
+}
+
+/** Where `state`'s log ends. */
+function lastMark(state: BranchState): LogMark {
+  return { position: state.position, view: state.views.at(state.position) as number };
 }
 
 /** Feeds one input to the branch; returns its next state and what to send. */
@@ -469,14 +691,37 @@ export function step(state: BranchState, input: BranchInput): Step {
       if (!isPrimary(state)) return notPrimary(state, input.requestId);
       return awaitRead(state, { requestId: input.requestId, kind: "index", at: 0 });
     case "entry":
-      return applyEntry(state, input.requestId, input.entry);
+      return applyEntry(state, input);
+    case "heartbeat":
+      return heartbeat(state, input);
+    case "link": {
+      const followed = follow(state, input.from, input.view);
+      if ("refused" in followed) {
+        return refuse(
+          state,
+          input.requestId,
+          followed.refused.code,
+          followed.refused.message,
+          followed.refused.view,
+        );
+      }
+      const { synced } = followed.state;
+      const last = { position: synced, view: followed.state.views.at(synced) as number };
+      const commit = Math.min(followed.state.commit, synced);
+      return {
+        state: followed.state,
+        outbox: [...followed.outbox, { type: "accept", requestId: input.requestId, last, commit }],
+      };
+    }
     case "replicated":
       return replicated(state, input.position, input.backup);
-    case "linked": {
-      assert(state.backups.includes(input.backup), `branch ${input.backup} is not a backup`);
-      // No more than this branch's own disk holds: entries beyond it never came from this log.
-      const matched = new Map(state.matched).set(input.backup, Math.min(input.position, state.synced));
-      return advance({ ...state, matched });
+    case "linked":
+      return linked(state, input);
+    case "confirmed": {
+      if (!isPrimary(state) || input.round <= (state.confirmed.get(input.backup) ?? 0)) {
+        return { state, outbox: [] };
+      }
+      return confirm({ ...state, confirmed: new Map(state.confirmed).set(input.backup, input.round) }, []);
     }
     case "synced":
       return synced(state);
@@ -484,7 +729,244 @@ export function step(state: BranchState, input: BranchInput): Step {
       return answerForwarded(state, input.requestId, input.decision, input.refusal);
     case "indexed":
       return answerQuery(state, input);
+    case "tick":
+      return tick(state);
+    case "voteRequest":
+      return voteRequest(state, input);
+    case "voteAnswer":
+      return voteAnswer(state, input);
+    case "view":
+      return input.view > state.view ? enterView(state, input.view, undefined) : { state, outbox: [] };
   }
+}
+
+// ---- Failover ----------------------------------------------------------------------------------------
+
+/**
+ * Time passes. The primary sends a heartbeat every `heartbeatTicks`, so that its backups know it is alive;
+ * a backup or candidate that hears from no primary for its timeout stands for primary of the next view.
+ */
+function tick(state: BranchState): Step {
+  const { election } = state;
+  if (election === undefined) return { state, outbox: [] };
+  if (isPrimary(state)) {
+    const beat = state.beat + 1;
+    if (beat < election.heartbeatTicks) return { state: { ...state, beat }, outbox: [] };
+    return { state: { ...state, beat: 0 }, outbox: [heartbeatOf(state)] };
+  }
+  const quiet = state.quiet + 1;
+  if (quiet < state.timeout) return { state: { ...state, quiet }, outbox: [] };
+  return stand(state);
+}
+
+/** The heartbeat the primary in `state` sends. */
+function heartbeatOf(state: BranchState): BranchOutput {
+  const last = { position: state.synced, view: state.views.at(state.synced) as number };
+  return { type: "heartbeat", view: state.view, last, commit: state.commit, round: state.round };
+}
+
+/**
+ * Stands for primary of the next view: votes for itself (on its disk before any request for votes leaves,
+ * so that it never votes for another in that view) and asks every other branch for its vote.
+ */
+function stand(state: BranchState): Step {
+  const view = state.view + 1;
+  const entered = enterView(state, view, undefined);
+  const next: BranchState = { ...entered.state, vote: state.id, votes: new Set([state.id]) };
+  const outbox: BranchOutput[] = [
+    ...entered.outbox.filter((output) => output.type !== "persist" && output.type !== "role"),
+    { type: "persist", ballot: { view, vote: state.id } },
+    { type: "role", role: "candidate", view },
+    { type: "requestVotes", view, last: lastMark(state) },
+  ];
+  return won(next, outbox);
+}
+
+/** At a candidate: becomes the primary if a majority voted for it (with one branch, at once). */
+function won(state: BranchState, outbox: readonly BranchOutput[]): Step {
+  if (state.votes.size < majority(state.peers.length + 1)) return { state, outbox };
+  return becomePrimary(state, outbox);
+}
+
+/**
+ * Branch `from` stands in `view`. Safety: a branch votes once per view (its ballot is on its disk before
+ * the answer leaves, see the `vote` output), so two primaries of one view would need two majorities that
+ * do not meet; and only for a log at least as up to date as its own (upToDate), so the winner holds every
+ * committed entry: those are on a majority of the disks, and a majority voted for it.
+ */
+function voteRequest(state: BranchState, input: Extract<BranchInput, { type: "voteRequest" }>): Step {
+  const { requestId, from, view, last } = input;
+  const answer = (next: BranchState, granted: boolean, before: readonly BranchOutput[] = []): Step => ({
+    state: next,
+    outbox: [...before, { type: "vote", requestId, view: next.view, granted }],
+  });
+  if (view <= state.view && !(view === state.view && (state.vote === undefined || state.vote === from))) {
+    return answer(state, false);
+  }
+  // A branch that hears from its primary (or is it) stays with it: a branch cut off from the others, which
+  // stood again and again alone, must not depose a primary that a majority still follows when it is back.
+  // (Raft's thesis, 4.2.3.) Liveness only: safety does not rest on it.
+  const election = state.election;
+  if (
+    election !== undefined && state.primary !== undefined &&
+    (isPrimary(state) || state.quiet < election.timeoutTicks)
+  ) {
+    return answer(state, false);
+  }
+  const entered = view > state.view ? enterView(state, view, undefined) : { state, outbox: [] };
+  if (!upToDate(last, lastMark(entered.state))) return answer(entered.state, false, entered.outbox);
+  const next: BranchState = { ...entered.state, vote: from, quiet: 0 };
+  return answer(next, true, [...entered.outbox, { type: "persist", ballot: { view, vote: from } }]);
+}
+
+/** Whether a log ending at `theirs` is at least as up to date as one ending at `ours` (Raft, 5.4.1). */
+function upToDate(theirs: LogMark, ours: LogMark): boolean {
+  return theirs.view > ours.view || (theirs.view === ours.view && theirs.position >= ours.position);
+}
+
+/** At a candidate: a vote came back. */
+function voteAnswer(state: BranchState, input: Extract<BranchInput, { type: "voteAnswer" }>): Step {
+  if (input.view > state.view) return enterView(state, input.view, undefined);
+  if (roleOf(state) !== "candidate" || input.view !== state.view || !input.granted) {
+    return { state, outbox: [] };
+  }
+  return won({ ...state, votes: new Set(state.votes).add(input.from) }, []);
+}
+
+/**
+ * The candidate won its view. It starts the view with an entry of its own, which changes no balance: its
+ * log may end with entries of earlier views that it cannot tell are committed, and cannot commit by
+ * counting disks (see advance); this one commits them all. Until it is committed, and so everything
+ * before it, the new primary answers no read (readFloor): some of those entries may have been answered.
+ */
+function becomePrimary(state: BranchState, outbox: readonly BranchOutput[]): Step {
+  const position = state.position + 1;
+  const entry: Entry = { view: state.view, position, update: NO_OP, commit: state.commit };
+  const next: BranchState = {
+    ...state,
+    primary: state.id,
+    votes: new Set(),
+    backups: [...state.peers],
+    matched: new Map(),
+    round: 0,
+    confirmed: new Map(),
+    beat: 0,
+    position,
+    balances: state.balances.push(state.balance),
+    views: state.views.push(state.view),
+    readFloor: position,
+  };
+  return release(next, [
+    ...outbox,
+    { type: "role", role: "primary", view: state.view },
+    { type: "persist", entry: { entry, balance: state.balance } },
+  ]);
+}
+
+/** The update of the entry a new primary starts its view with. */
+const NO_OP: Update = { kind: "deposit", amount: 0 };
+
+/**
+ * Whether `entry` is the one a new primary started its view with, which no customer asked for: a deposit
+ * of 0 with no key. (A keyless deposit of 0 from a customer looks the same; it changes nothing either.)
+ */
+export function isNoOp(entry: Entry): boolean {
+  return entry.key === undefined && entry.update.kind === NO_OP.kind && entry.update.amount === 0;
+}
+
+/**
+ * Enters `view` (at least this branch's) under `primary`, if known: a primary of an earlier view steps
+ * down, refusing what it has not answered (a customer retries it with its key, and the new primary answers
+ * it once, whether or not it was committed); a failure it decided is forgotten, since the new primary's
+ * log may not hold what it was decided against. A new view starts with no vote.
+ */
+function enterView(state: BranchState, view: number, primary: number | undefined): Step {
+  assert(view >= state.view, `branch ${state.id} cannot go back from view ${state.view} to ${view}`);
+  const outbox: BranchOutput[] = [];
+  let next: BranchState = { ...state, view, primary, votes: new Set(), quiet: 0 };
+  if (view > state.view) {
+    next = { ...next, vote: undefined, timeout: timeoutOf(state.election, state.id, view) };
+    outbox.push({ type: "persist", ballot: { view, vote: undefined } });
+  }
+  if (isPrimary(state)) {
+    const message = `branch ${state.id} is no longer the primary`;
+    for (const { requestId } of [...state.waiting, ...state.reading]) {
+      outbox.push({ type: "refuse", requestId, refusal: { code: "UNAVAILABLE", message } });
+    }
+    next = {
+      ...next,
+      waiting: [],
+      reading: [],
+      backups: [],
+      matched: new Map(),
+      confirmed: new Map(),
+      readFloor: 0,
+      decided: state.decided.filter((decided) => decided.success),
+    };
+  }
+  outbox.push({ type: "role", role: roleOf(next), view });
+  return { state: next, outbox };
+}
+
+/**
+ * At a backup: a message from `from`, the primary of `view`. Refused (with this branch's view, which the
+ * sender then enters) when that view is behind this branch's; otherwise this branch follows `from` in it.
+ */
+function follow(
+  state: BranchState,
+  from: number,
+  view: number,
+): { refused: Refusal } | { state: BranchState; outbox: readonly BranchOutput[] } {
+  if (view < state.view) {
+    const message = `branch ${from} sent a message of view ${view}, but branch ${state.id} is in view ` +
+      `${state.view}`;
+    return { refused: { code: "ABORTED", message, view: state.view } };
+  }
+  if (view === state.view && isPrimary(state)) {
+    return {
+      refused: { code: "INVALID_ARGUMENT", message: `branch ${state.id} is the primary of view ${view}` },
+    };
+  }
+  if (view === state.view && state.primary !== undefined) {
+    assert(state.primary === from, `branches ${state.primary} and ${from} are both primary of view ${view}`);
+    return { state: { ...state, quiet: 0 }, outbox: [] };
+  }
+  return enterView(state, view, from);
+}
+
+/** At a backup: the primary is alive; learns its commit position where the logs agree. */
+function heartbeat(state: BranchState, input: Extract<BranchInput, { type: "heartbeat" }>): Step {
+  const followed = follow(state, input.from, input.view);
+  if ("refused" in followed) {
+    return { state, outbox: [{ type: "refuse", requestId: input.requestId, refusal: followed.refused }] };
+  }
+  let next = followed.state;
+  // The primary's commit position says nothing of entries this log holds from an earlier primary: only
+  // where the two logs agree (an entry of the same view at the same position: they agree up to it).
+  if (next.views.at(input.last.position) === input.last.view) {
+    next = learnCommit(next, Math.min(input.commit, input.last.position));
+  }
+  return serveReads(next, [
+    ...followed.outbox,
+    { type: "ack", requestId: input.requestId, balance: next.balance, position: next.position },
+  ]);
+}
+
+/**
+ * At the primary: `backup` linked, its log ending at `position` of `view`. Where this primary's log holds
+ * an entry of the same view at the same position, the two logs are the same up to it (Raft's log
+ * matching: a view's primary puts one entry at each position, and a backup takes entries only in order
+ * from a log it agrees with); otherwise they are the same up to what the backup knows is committed, which
+ * every later primary holds. The driver sends it every entry after that, and the backup drops what
+ * conflicts with them.
+ */
+function linked(state: BranchState, input: Extract<BranchInput, { type: "linked" }>): Step {
+  if (!isPrimary(state)) return { state, outbox: [] };
+  assert(state.backups.includes(input.backup), `branch ${input.backup} is not a backup`);
+  const agrees = state.views.at(input.position) === input.view;
+  // No more than this branch's own disk holds: entries beyond it never came from this log.
+  const matched = Math.min(agrees ? input.position : input.commit, state.synced);
+  return advance({ ...state, matched: new Map(state.matched).set(input.backup, matched) });
 }
 
 /** The balance after `update`, or undefined when the update must be refused. */
@@ -532,10 +1014,11 @@ export function sendAtOnce(
  */
 function query(state: BranchState, requestId: number, after: number): Step {
   if (isPrimary(state) && after > state.position) return pastTheLog(state, requestId, after, state.position);
-  if (state.reads === "local" && (isPrimary(state) || after <= state.position)) {
+  if (state.reads === "local" && (isPrimary(state) || after <= readable(state))) {
     return awaitRead(state, { requestId, kind: "query", at: after });
   }
   if (!isPrimary(state)) {
+    if (state.primary === undefined) return noPrimary(state, requestId);
     const indexing = new Map(state.indexing).set(requestId, after);
     return { state: { ...state, indexing }, outbox: [{ type: "askIndex", requestId }] };
   }
@@ -543,9 +1026,59 @@ function query(state: BranchState, requestId: number, after: number): Step {
   return awaitRead(state, { requestId, kind: "query", at: after });
 }
 
-/** Adds `read` to the reads waiting, and answers whatever may be answered now (it, most often). */
+/**
+ * Adds `read` to the reads waiting, and answers whatever may be answered now (it, most often). At a
+ * primary that may be replaced, a read at its commit position waits for a round of heartbeats: a majority
+ * answering one sent after the read came means no other primary had been elected by then.
+ */
 function awaitRead(state: BranchState, read: PendingRead): Step {
+  if (
+    state.election !== undefined && isPrimary(state) && (read.kind === "index" || state.reads === "commit")
+  ) {
+    const next = { ...state, reading: [...state.reading, { ...read, round: state.round + 1 }] };
+    const started = startRound(next);
+    return serveReads(started.state, started.outbox);
+  }
   return serveReads({ ...state, reading: [...state.reading, read] }, []);
+}
+
+/**
+ * At the primary: sends the next round of heartbeats if reads wait for one and the last is confirmed. One
+ * round at a time: the reads that come while one is out wait for the next, together. (A round whose
+ * heartbeats were lost goes again with the next periodic heartbeat, which carries its number.)
+ */
+function startRound(state: BranchState): Step {
+  const later = (waiting: { readonly round?: number | undefined }) =>
+    waiting.round !== undefined && waiting.round > state.round;
+  const wanted = state.reading.some(later) || state.waiting.some(later);
+  if (!wanted || confirmedRound(state) < state.round) return { state, outbox: [] };
+  const next = { ...state, round: state.round + 1, beat: 0 };
+  return { state: next, outbox: [heartbeatOf(next)] };
+}
+
+/**
+ * How far a backup's log may be read: with a fixed primary, all of it (every entry came from the one
+ * primary, which never takes one back); with failover, up to what it knows is committed, or up to the
+ * primary's commit position that `read` was given if this log agrees with it there, since beyond those it
+ * may hold entries of a primary that was replaced before they were committed.
+ */
+function readable(state: BranchState, read?: PendingRead): number {
+  if (state.election === undefined) return state.position;
+  const mark = read?.mark;
+  const agrees = mark !== undefined && state.views.at(mark.position) === mark.view;
+  return agrees ? Math.max(state.commit, mark.position) : state.commit;
+}
+
+/** Where a local read is answered: the end of this branch's disk, and no further than readable. */
+function localEnd(state: BranchState, read?: PendingRead): number {
+  return Math.min(state.synced, readable(state, read));
+}
+
+/** The last round of reads a majority of the branches (this primary included) has confirmed. */
+function confirmedRound(state: BranchState): number {
+  const rounds = [state.round, ...state.backups.map((backup) => state.confirmed.get(backup) ?? 0)]
+    .sort((a, b) => b - a);
+  return rounds[majority(rounds.length) - 1] as number;
 }
 
 /**
@@ -561,15 +1094,19 @@ function serveReads(state: BranchState, outbox: readonly BranchOutput[]): Step {
   const local = state.reads === "local";
   const ready = (read: PendingRead) =>
     read.kind === "index" || (!local && isPrimary(state))
-      ? state.commit >= state.readFloor
-      : read.at <= (local ? state.synced : state.position);
+      ? state.commit >= state.readFloor && (read.round === undefined || confirmedRound(state) >= read.round)
+      : read.at <= (local ? localEnd(state, read) : readable(state, read));
   const now = state.reading.filter(ready);
   if (now.length === 0) return { state, outbox };
   const answers = now.map((read): BranchOutput => {
     if (read.kind === "index") {
-      return { type: "index", requestId: read.requestId, commit: state.commit, end: state.position };
+      const view = state.views.at(state.commit) as number;
+      return { type: "index", requestId: read.requestId, commit: state.commit, end: state.position, view };
     }
-    if (local) return reply(read.requestId, "query", true, balanceAt(state, state.synced), state.synced);
+    if (local) {
+      const at = localEnd(state, read);
+      return reply(read.requestId, "query", true, balanceAt(state, at), at);
+    }
     // At a backup the primary's commit position may be behind what this backup has heard is committed
     // since; either is committed, and the later one reflects more. The client may have seen more still
     // (see query).
@@ -595,8 +1132,13 @@ function sequence(state: BranchState, requestId: number, update: Update, key: st
     }
     const { update: _, ...answer } = earlier;
     // The first answer may still be on its way to the disk; the next sync is after it.
-    const again = { ...answer, requestId, durable: earlier.success };
-    return release(
+    const again = {
+      ...answer,
+      requestId,
+      durable: earlier.success,
+      round: failureRound(state, earlier.success),
+    };
+    return confirm(
       { ...state, waiting: [...state.waiting, again] },
       again.durable ? [] : [{ type: "persist" }],
     );
@@ -614,8 +1156,9 @@ function sequence(state: BranchState, requestId: number, update: Update, key: st
       success: false,
       balance: state.balance,
       durable: key === undefined,
+      round: failureRound(state, false),
     };
-    if (key === undefined) return release({ ...state, waiting: [...state.waiting, answer] }, []);
+    if (key === undefined) return confirm({ ...state, waiting: [...state.waiting, answer] }, []);
     const decided: Decided = {
       update,
       interface: update.kind,
@@ -623,7 +1166,7 @@ function sequence(state: BranchState, requestId: number, update: Update, key: st
       balance: state.balance,
       position: state.position,
     };
-    return release(
+    return confirm(
       { ...state, waiting: [...state.waiting, answer], decided: state.decided.with(key, decided) },
       [{ type: "persist", failure: { key, decided } }],
     );
@@ -634,7 +1177,8 @@ function sequence(state: BranchState, requestId: number, update: Update, key: st
   const decided = key === undefined
     ? state.decided
     : state.decided.with(key, { update, interface: update.kind, success: true, balance, position });
-  const next = { ...state, balance, position, balances, waiting: [...state.waiting, answer], decided };
+  const views = state.views.push(state.view);
+  const next = { ...state, balance, position, balances, views, waiting: [...state.waiting, answer], decided };
   const entry: Entry = { view: state.view, position, update, key, commit: state.commit };
   return release(next, [{ type: "persist", entry: { entry, balance } }]);
 }
@@ -642,50 +1186,94 @@ function sequence(state: BranchState, requestId: number, update: Update, key: st
 /** At a backup: hand `update` to the primary and wait for its decision. */
 function forward(state: BranchState, requestId: number, update: Update, key: string | undefined): Step {
   assert(!state.forwarded.has(requestId), `request ${requestId} is already forwarded`);
+  if (state.primary === undefined) return noPrimary(state, requestId);
   const forwarded = new Map(state.forwarded);
   forwarded.set(requestId, update.kind);
   return { state: { ...state, forwarded }, outbox: [{ type: "forward", requestId, update, key }] };
 }
 
 /**
- * At a backup: apply the primary's next entry, which must follow the last one applied here, and persist
- * it. The driver writes it before it sends the acknowledgement.
+ * At a backup: apply the primary's next entry, and persist it. The driver writes it before it sends the
+ * acknowledgement. An entry this log already holds (the same view at the same position) is acknowledged
+ * again; one that conflicts with what it holds there replaces it and everything after it: those came from
+ * a primary whose view ended before they were committed (what this branch knows is committed never goes).
  */
-function applyEntry(state: BranchState, requestId: number, entry: Entry): Step {
-  if (isPrimary(state)) {
-    return refuse(state, requestId, "INVALID_ARGUMENT", `branch ${state.id} is the primary`);
+function applyEntry(state: BranchState, input: Extract<BranchInput, { type: "entry" }>): Step {
+  const { requestId, entry } = input;
+  const followed = follow(state, input.from, input.view);
+  if ("refused" in followed) {
+    return { state, outbox: [{ type: "refuse", requestId, refusal: followed.refused }] };
   }
-  if (entry.view !== state.view) {
-    const message = `entry of view ${entry.view}, but branch ${state.id} is in view ${state.view}`;
-    return refuse(state, requestId, "ABORTED", message);
+  let next = followed.state;
+  const outbox: BranchOutput[] = [...followed.outbox];
+  if (entry.position <= next.position) {
+    if (next.views.at(entry.position) === entry.view) {
+      next = learnCommit(next, Math.min(entry.commit, entry.position));
+      return serveReads(next, [...outbox, {
+        type: "ack",
+        requestId,
+        balance: next.balance,
+        position: entry.position,
+      }]);
+    }
+    next = truncate(next, entry.position - 1);
+    outbox.push({ type: "persist", truncate: entry.position - 1 });
   }
-  if (entry.position !== state.position + 1) {
-    const message = `entry at position ${entry.position}, but branch ${state.id} expects position ` +
-      `${state.position + 1}`;
-    return refuse(state, requestId, "ABORTED", message);
+  if (entry.position !== next.position + 1) {
+    const message = `entry at position ${entry.position}, but branch ${next.id} expects position ` +
+      `${next.position + 1}`;
+    return {
+      state: next,
+      outbox: [...outbox, { type: "refuse", requestId, refusal: { code: "ABORTED", message } }],
+    };
   }
-  const balance = applied(state.balance, entry.update);
+  const balance = applied(next.balance, entry.update);
   if (balance === undefined) {
     // The primary accepted this update against its balance, so this replica started from a different one
     // (it was started by hand with another balance). Refuse rather than go below zero.
-    const message = `branch ${state.id} cannot apply ${entry.update.kind} ${entry.update.amount} to its ` +
-      `balance ${state.balance}: the replicas have diverged`;
-    return refuse(state, requestId, "ABORTED", message);
+    const message = `branch ${next.id} cannot apply ${entry.update.kind} ${entry.update.amount} to its ` +
+      `balance ${next.balance}: the replicas have diverged`;
+    return {
+      state: next,
+      outbox: [...outbox, { type: "refuse", requestId, refusal: { code: "ABORTED", message } }],
+    };
   }
-  const next = {
-    ...state,
+  next = {
+    ...next,
     balance,
     position: entry.position,
-    balances: state.balances.push(balance),
+    balances: next.balances.push(balance),
+    views: next.views.push(entry.view),
+    decided: entry.key === undefined ? next.decided : next.decided.with(entry.key, succeeded(entry, balance)),
   };
   return serveReads(learnCommit(next, Math.min(entry.commit, entry.position)), [
+    ...outbox,
     { type: "persist", entry: { entry, balance } },
     { type: "ack", requestId, balance, position: entry.position },
   ]);
 }
 
+/** At a backup: drops the log after `position`, which must not drop anything known to be committed. */
+function truncate(state: BranchState, position: number): BranchState {
+  assert(
+    position >= state.commit,
+    `branch ${state.id} would drop committed entries: position ${position} < commit ${state.commit}`,
+  );
+  return {
+    ...state,
+    position,
+    balance: balanceAt(state, position),
+    balances: state.balances.take(position + 1),
+    views: state.views.take(position + 1),
+    synced: Math.min(state.synced, position),
+    decided: state.decided.filter((decided) => decided.position <= position),
+  };
+}
+
 /** At the primary: `backup` has the log up to `position` on its disk. */
 function replicated(state: BranchState, position: number, backup: number): Step {
+  // An answer to a primary that has stepped down since: nothing to count.
+  if (!isPrimary(state)) return { state, outbox: [] };
   assert(state.backups.includes(backup), `branch ${backup} is not a backup`);
   // A backup never holds more than the primary sent it; a higher claim (a backup that kept a log the
   // primary lost) counts only for what the primary holds too.
@@ -712,6 +1300,10 @@ function advance(state: BranchState): Step {
   const held = [state.synced, ...state.backups.map((backup) => state.matched.get(backup) ?? 0)]
     .sort((a, b) => b - a);
   const commit = held[majority(held.length) - 1] as number;
+  // Only an entry of this primary's own view is committed by counting disks: one of an earlier view on a
+  // majority of them may still be replaced, by a primary of a later view whose log ends with a later view
+  // (Raft, 5.4.2). Committing its own commits everything before it.
+  if (state.views.at(commit) !== state.view) return release(state, []);
   return release(learnCommit(state, commit), []);
 }
 
@@ -722,7 +1314,9 @@ function advance(state: BranchState): Step {
  */
 function release(state: BranchState, outbox: readonly BranchOutput[]): Step {
   const answered = state.propagation === "sync" ? state.commit : state.synced;
-  const ready = (answer: Waiting) => answer.position <= answered && answer.durable;
+  const round = confirmedRound(state);
+  const ready = (answer: Waiting) =>
+    answer.position <= answered && answer.durable && (answer.round === undefined || round >= answer.round);
   const now = state.waiting.filter(ready);
   if (now.length === 0) return serveReads(state, outbox);
   return serveReads(
@@ -734,6 +1328,20 @@ function release(state: BranchState, outbox: readonly BranchOutput[]): Step {
       ),
     ],
   );
+}
+
+/**
+ * At the primary: the round a failed update waits for (see Waiting.round), with failover; none for an
+ * update that succeeded, whose answer waits for its commit instead.
+ */
+function failureRound(state: BranchState, success: boolean): number | undefined {
+  return state.election === undefined || success ? undefined : state.round + 1;
+}
+
+/** At the primary: starts the round of heartbeats something waits for, if it may, then release. */
+function confirm(state: BranchState, outbox: readonly BranchOutput[]): Step {
+  const started = startRound(state);
+  return release(started.state, [...outbox, ...started.outbox]);
 }
 
 /** Moves the commit position up to `commit` (never down). */
@@ -765,8 +1373,10 @@ function answerForwarded(
     const why = refusal ?? { code: "INTERNAL", message: "the primary gave no decision" };
     return refuse(next, requestId, why.code, `forward to the primary failed: ${why.message}`);
   }
-  // With sync propagation the decision's position is committed (the primary answered only then).
-  const learned = state.propagation === "sync"
+  // With sync propagation the decision's position is committed (the primary answered only then). With
+  // failover this log may hold, there, entries of a replaced primary: it learns commits from the primary's
+  // heartbeats and entries instead, which say where the logs agree.
+  const learned = state.propagation === "sync" && state.election === undefined
     ? learnCommit(next, Math.min(decision.position, next.position))
     : next;
   return {
@@ -791,11 +1401,14 @@ function answerQuery(state: BranchState, input: Extract<BranchInput, { type: "in
     return refuse(next, requestId, why.code, `read index from the primary failed: ${why.message}`);
   }
   if (after > end) return pastTheLog(next, requestId, after, end);
-  // The primary's commit position is committed: learn it, as far as this replica holds it.
-  return awaitRead(learnCommit(next, Math.min(commit, next.position)), {
+  // The primary's commit position is committed: learn it, as far as this replica holds it (with failover,
+  // from the heartbeat that confirmed this read index instead: see answerForwarded).
+  const learned = next.election === undefined ? learnCommit(next, Math.min(commit, next.position)) : next;
+  return awaitRead(learned, {
     requestId,
     kind: "query",
     at: Math.max(commit, after),
+    mark: input.view === undefined ? undefined : { position: commit, view: input.view },
   });
 }
 
@@ -805,13 +1418,33 @@ function answerQuery(state: BranchState, input: Extract<BranchInput, { type: "in
  * Waiting for it would wait forever.
  */
 function pastTheLog(state: BranchState, requestId: number, after: number, end: number): Step {
+  if (state.election !== undefined) {
+    // Or the primary asked was replaced, and the client has seen its successor's log.
+    const message = `the request has seen position ${after}, past the end of the primary's log (${end})`;
+    return refuse(state, requestId, "UNAVAILABLE", message);
+  }
   const message = `the request has seen position ${after}, past the end of the log (${end}): its session ` +
     "is of another bank, or of a run on other data directories";
   return refuse(state, requestId, "INVALID_ARGUMENT", message);
 }
 
+/**
+ * A forward or read index at a branch that is not the primary: with a fixed primary, a sender that got
+ * the layout wrong; with failover, a sender that has not heard of the new view yet, which may try again.
+ */
 function notPrimary(state: BranchState, requestId: number): Step {
-  return refuse(state, requestId, "INVALID_ARGUMENT", `branch ${state.id} is not the primary`);
+  const code = state.election === undefined ? "INVALID_ARGUMENT" : "UNAVAILABLE";
+  return refuse(state, requestId, code, `branch ${state.id} is not the primary`);
+}
+
+/** A request that must go to the primary, at a branch that knows of none in its view (an election is on). */
+function noPrimary(state: BranchState, requestId: number): Step {
+  return refuse(
+    state,
+    requestId,
+    "UNAVAILABLE",
+    `branch ${state.id} knows of no primary in view ${state.view}`,
+  );
 }
 
 function reply(
@@ -824,6 +1457,13 @@ function reply(
   return { type: "reply", requestId, interface: kind, success, balance, position };
 }
 
-function refuse(state: BranchState, requestId: number, code: RefusalCode, message: string): Step {
-  return { state, outbox: [{ type: "refuse", requestId, refusal: { code, message } }] };
+function refuse(
+  state: BranchState,
+  requestId: number,
+  code: RefusalCode,
+  message: string,
+  view?: number,
+): Step {
+  const refusal = view === undefined ? { code, message } : { code, message, view };
+  return { state, outbox: [{ type: "refuse", requestId, refusal }] };
 }

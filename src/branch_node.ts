@@ -12,6 +12,7 @@
 import { setImmediate } from "node:timers";
 import { assert } from "./assert.ts";
 import {
+  type Ballot,
   type BranchInput,
   type BranchOutput,
   type BranchState,
@@ -151,7 +152,7 @@ export class BranchNode {
   #nextRequestId = 1;
   readonly #calls = new Map<number, OpenCall>();
   /** What the core asked to persist since the last write, written together (see #write). */
-  #unwritten: { entries: Entry[]; balances: number[]; failures: Batch["failures"][number][] } = emptyBatch();
+  #unwritten: Unwritten = emptyBatch();
   #writeScheduled = false;
   /** What this process has written: entries, and the transactions they took (group commit makes fewer). */
   readonly #written = { entries: 0, transactions: 0 };
@@ -260,10 +261,11 @@ export class BranchNode {
         }
       }));
     } else {
-      const early = this.#links.get(state.primary);
+      const primary = fixedPrimary(state);
+      const early = this.#links.get(primary);
       if (early !== undefined) this.#accept(early, state);
-      await this.#arrival(state.primary, timeoutMs, "did not open its link").catch((error: RpcError) => {
-        throw new RpcError(error.code, `primary (branch ${state.primary}): ${error.message}`);
+      await this.#arrival(primary, timeoutMs, "did not open its link").catch((error: RpcError) => {
+        throw new RpcError(error.code, `primary (branch ${primary}): ${error.message}`);
       });
     }
     this.#serving = true;
@@ -353,8 +355,11 @@ export class BranchNode {
     if (position > state.synced) {
       this.#log(`backup ${backup} holds position ${position}, beyond this branch's log (${state.synced})`);
     }
-    this.#feed({ type: "linked", backup, position });
-    for (let from = position + 1; from <= state.synced;) {
+    // Every entry is of view 0 while the primary is fixed, and nothing less than 0 is known committed.
+    this.#feed({ type: "linked", backup, position, view: 0, commit: 0 });
+    // The core says how much of the backup's log is this one's: it is sent the rest.
+    const matched = this.#current().matched.get(backup) ?? 0;
+    for (let from = matched + 1; from <= state.synced;) {
       const entries = this.#storage.entriesFrom(from, ENTRIES_PER_MESSAGE_MAX);
       if (entries.length === 0) break;
       from += entries.length;
@@ -366,9 +371,9 @@ export class BranchNode {
         last ? () => this.#log(`backup ${backup} caught up at position ${state.synced}`) : undefined,
       );
     }
-    if (position < state.synced) {
+    if (matched < state.synced) {
       this.#log(
-        `backup ${backup} linked at position ${position}; sending it ${state.synced - position} entries`,
+        `backup ${backup} linked at position ${position}; sending it ${state.synced - matched} entries`,
       );
     }
     this.#live.add(backup);
@@ -411,7 +416,7 @@ export class BranchNode {
     if (isPrimary(state)) {
       return new RpcError("INVALID_ARGUMENT", `branch ${state.id} is the primary: it opens the links`);
     }
-    if (peer !== state.primary) {
+    if (peer !== fixedPrimary(state)) {
       return new RpcError(
         "INVALID_ARGUMENT",
         `branch ${peer} is not the primary of branch ${state.id} (branch ${state.primary} is)`,
@@ -504,7 +509,16 @@ export class BranchNode {
           ack = { message: "ack", interface: entry.value.update.kind, about: this.#about(entry.value.key) };
           this.#clock.receive(from, wire.clock ?? 0, { ...ack, message: "entry" });
           applying.push(
-            this.#call((requestId) => ({ type: "entry", requestId, entry: entry.value }), answer(undefined)),
+            this.#call(
+              (requestId) => ({
+                type: "entry",
+                requestId,
+                entry: entry.value,
+                from: peer,
+                view: entry.value.view,
+              }),
+              answer(undefined),
+            ),
           );
         }
         this.#write();
@@ -584,6 +598,13 @@ export class BranchNode {
         return this.#forward(output.requestId, output.update, output.key);
       case "askIndex":
         return this.#askIndex(output.requestId);
+      case "accept":
+      case "heartbeat":
+      case "requestVotes":
+      case "vote":
+      case "role":
+        // Outputs of failover, which this driver does not run (it gives the core no Election).
+        return assert(false, `branch ${this.#options.id}: a ${output.type} output without failover`);
     }
   }
 
@@ -601,6 +622,17 @@ export class BranchNode {
    * many updates.
    */
   #persist(output: Extract<BranchOutput, { type: "persist" }>): void {
+    const unwritten = this.#unwritten;
+    if (output.truncate !== undefined) {
+      // What is queued past the cut never reaches the disk; the cut goes first in the transaction.
+      const kept = unwritten.entries.findIndex((entry) => entry.position > (output.truncate as number));
+      if (kept !== -1) {
+        unwritten.entries.length = kept;
+        unwritten.balances.length = kept;
+      }
+      unwritten.truncate = Math.min(unwritten.truncate ?? output.truncate, output.truncate);
+    }
+    if (output.ballot !== undefined) unwritten.ballot = output.ballot;
     if (output.entry !== undefined) {
       this.#unwritten.entries.push(output.entry.entry);
       this.#unwritten.balances.push(output.entry.balance);
@@ -619,7 +651,10 @@ export class BranchNode {
     this.#writeScheduled = false;
     const batch = this.#unwritten;
     this.#unwritten = emptyBatch();
-    if (batch.entries.length > 0 || batch.failures.length > 0) {
+    if (
+      batch.entries.length > 0 || batch.failures.length > 0 || batch.truncate !== undefined ||
+      batch.ballot !== undefined
+    ) {
       try {
         this.#storage.write(batch);
         this.#written.entries += batch.entries.length;
@@ -758,7 +793,7 @@ export class BranchNode {
   /** At a backup: sends `request` to the primary; rejects UNAVAILABLE when there is no link with it. */
   #sendToPrimary(request: OutgoingLinkRequest): Promise<LinkAnswer> {
     const state = this.#current();
-    const link = this.#links.get(state.primary);
+    const link = this.#links.get(fixedPrimary(state));
     if (link !== undefined && !link.broken) return link.send(request, this.#options.forwardDeadlineMs);
     const message = `branch ${state.id} has no link with the primary (branch ${state.primary})`;
     return rejected({ code: "UNAVAILABLE", message });
@@ -766,7 +801,7 @@ export class BranchNode {
 
   /** Asks the primary for a read index, for the customer's query that is call `requestId`. */
   #askIndex(requestId: number): void {
-    const primary: ProcessRef = { type: "branch", id: this.#current().primary };
+    const primary: ProcessRef = { type: "branch", id: fixedPrimary(this.#current()) };
     const key = this.#calls.get(requestId)?.key;
     const what = { message: "read", interface: "query", about: this.#about(key) } as const;
     this.#sendToPrimary({ read: { clock: this.#clock.send(primary, what), key: key ?? "" } }).then(
@@ -786,7 +821,7 @@ export class BranchNode {
   }
 
   #forward(requestId: number, update: Update, key: string | undefined): void {
-    const primary: ProcessRef = { type: "branch", id: this.#current().primary };
+    const primary: ProcessRef = { type: "branch", id: fixedPrimary(this.#current()) };
     const what = { interface: update.kind, about: this.#about(key) };
     const clock = this.#clock.send(primary, { message: "forward", ...what });
     const message = { forward: { interface: update.kind, amount: update.amount, key: key ?? "", clock } };
@@ -799,6 +834,12 @@ export class BranchNode {
         this.#feed({ type: "decided", requestId, decision: undefined, refusal: refusal(error) }),
     );
   }
+}
+
+/** The primary of `state`'s bank: this driver runs without failover, where the primary is always known. */
+function fixedPrimary(state: BranchState): number {
+  assert(state.primary !== undefined, `branch ${state.id} knows of no primary`);
+  return state.primary;
 }
 
 /** A recorded clock event as Branch.events sends it. */
@@ -828,8 +869,17 @@ function newLogId(): number {
   return (high & 0x1fffff) * 2 ** 32 + low;
 }
 
-function emptyBatch() {
-  return { entries: [] as Entry[], balances: [] as number[], failures: [] as Batch["failures"][number][] };
+/** What the core asked to persist and is not written yet (see Batch). */
+interface Unwritten {
+  entries: Entry[];
+  balances: number[];
+  failures: Batch["failures"][number][];
+  truncate?: number;
+  ballot?: Ballot;
+}
+
+function emptyBatch(): Unwritten {
+  return { entries: [], balances: [], failures: [] };
 }
 
 /** A call answered with `refusal`'s status (a malformed request, refused before it reaches the core). */

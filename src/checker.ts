@@ -3,9 +3,10 @@
  * only what the customers saw and where the replicas ended. Pure: a history in, the first violation (or
  * none) out.
  *
- * The model: every deposit or withdrawal that succeeded has a log position, and the positions are 1, 2,
- * ..., n with none twice. Replaying them in that order from each branch's starting balance gives the
- * balance after every position. A reply reflects a position p (see `Response.position`): an update that
+ * The model: every deposit or withdrawal that succeeded has a log position, and with the positions the
+ * final states name as no-ops (the entry each new primary starts its view with, which changes nothing)
+ * they are 1, 2, ..., n with none twice. Replaying them in that order from each branch's starting balance
+ * gives the balance after every position. A reply reflects a position p (see `Response.position`): an update that
  * succeeded is at p; a failed update was decided, and a query read, after exactly the updates 1..p.
  *
  * @module
@@ -69,18 +70,39 @@ function firstViolation(history: History): string | undefined {
     }
   }
 
-  // Positions of applied updates: unique and dense (1..length, each once).
+  // No-ops: every final state names the same ones, each once.
+  const [firstFinal] = history.finals;
+  const noops = new Set(firstFinal?.noops ?? []);
+  if (noops.size !== (firstFinal?.noops ?? []).length) {
+    return `branch ${firstFinal?.branch} names a no-op twice`;
+  }
+  for (const final of history.finals) {
+    const named = final.noops ?? [];
+    if (named.length !== noops.size || !named.every((position) => noops.has(position))) {
+      return `branches ${firstFinal?.branch} and ${final.branch} name different no-op positions`;
+    }
+  }
+
+  // Positions of applied updates and no-ops: unique and dense (1..length, each once).
   const applied = requests.filter(isAppliedUpdate);
-  const length = applied.length;
+  const length = applied.length + noops.size;
   const log: (HistoryRequest | undefined)[] = new Array(length + 1);
+  for (const position of noops) {
+    if (position > length) {
+      return `positions are not dense: no-op position ${position}, but the log has ${length} entries in all`;
+    }
+  }
   for (const request of applied) {
     if (request.position < 1 || request.position > length) {
       return `positions are not dense: ${describe(request)} was applied at position ${request.position}, ` +
-        `but ${length} updates were applied in all`;
+        `but ${length} ${noops.size === 0 ? "updates were applied" : "entries were made"} in all`;
     }
     const other = log[request.position];
     if (other !== undefined) {
       return `${describe(other)} and ${describe(request)} were both applied at position ${request.position}`;
+    }
+    if (noops.has(request.position)) {
+      return `${describe(request)} was applied at position ${request.position}, which holds a no-op`;
     }
     log[request.position] = request;
   }
@@ -112,9 +134,9 @@ function firstViolation(history: History): string | undefined {
   // Replay: each branch's balance after every position, from its own starting balance.
   const delta = [0];
   for (let position = 1; position <= length; position++) {
-    const update = log[position] as HistoryRequest;
-    delta[position] = (delta[position - 1] as number) +
-      (update.interface === "deposit" ? update.amount : -update.amount);
+    const update = log[position];
+    const change = update === undefined ? 0 : update.interface === "deposit" ? update.amount : -update.amount;
+    delta[position] = (delta[position - 1] as number) + change;
   }
   const start = new Map(history.branches.map((branch) => [branch.id, branch.balance]));
   const balanceAt = (branch: number, position: number) =>
@@ -122,9 +144,9 @@ function firstViolation(history: History): string | undefined {
   for (const id of ids) {
     for (let position = 1; position <= length; position++) {
       const balance = balanceAt(id, position);
-      if (balance < 0 || !Number.isSafeInteger(balance)) {
-        return `replaying position ${position} (${describe(log[position] as HistoryRequest)}) takes branch ` +
-          `${id} to ${balance}`;
+      const update = log[position];
+      if (update !== undefined && (balance < 0 || !Number.isSafeInteger(balance))) {
+        return `replaying position ${position} (${describe(update)}) takes branch ${id} to ${balance}`;
       }
     }
   }
@@ -159,7 +181,8 @@ function firstViolation(history: History): string | undefined {
     const final = finals.get(id);
     if (final === undefined) return `branch ${id} has no final state`;
     if (final.position !== length) {
-      return `branch ${id} ended at position ${final.position}, but the log has ${length} updates`;
+      const what = noops.size === 0 ? "updates" : "entries";
+      return `branch ${id} ended at position ${final.position}, but the log has ${length} ${what}`;
     }
     if (final.balance !== balanceAt(id, length)) {
       return `branch ${id} ended with balance ${final.balance}; replaying the log gives ${

@@ -7,7 +7,8 @@
  *   balances;
  * - one `{"type": "request", ...}` per request ({@linkcode HistoryRequest});
  * - `{"type": "final", "branch": 1, "balance": 500, "position": 2}` per branch: its balance and the last log
- *   position it had applied once every customer was done.
+ *   position it had applied once every customer was done, and after a failover `"noops": [5]`: the
+ *   positions that hold no customer's update.
  *
  * @module
  */
@@ -45,6 +46,11 @@ export interface HistoryFinal {
   readonly branch: number;
   readonly balance: number;
   readonly position: number;
+  /**
+   * The positions of its log that hold no customer's update: the entry each new primary starts its view
+   * with, after a failover. None without one.
+   */
+  readonly noops?: readonly number[];
 }
 
 /** A whole history. */
@@ -140,11 +146,19 @@ export function parseHistory(text: string, source: string): History {
       return;
     }
     if (record["type"] === "final") {
+      const noops = record["noops"];
+      if (
+        noops !== undefined &&
+        (!Array.isArray(noops) || !noops.every((position) => Number.isSafeInteger(position) && position >= 1))
+      ) {
+        return fail(`noops must be a list of positions, got ${JSON.stringify(noops)}`);
+      }
       finals.push({
         type: "final",
         branch: count("branch"),
         balance: count("balance"),
         position: count("position"),
+        ...(noops === undefined ? {} : { noops: noops as number[] }),
       });
       return;
     }

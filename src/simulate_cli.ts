@@ -23,6 +23,8 @@ history and final states as main.ts check does, and prints the seed of each run 
   --requests R     requests per customer (default 40)
   --reads MODE     commit (default), or local: queries read a branch's own replica once it has applied what
                    their customer has seen, which is linearizable with one customer only (--customers 1)
+  --failover       a primary that stops answering is replaced by election (default: branch 1 is the
+                   primary for good, as in the branch processes today)
   --no-faults      run without faults
 
 Exit codes: 0 every run held, 1 some did not, 2 bad usage.`;
@@ -38,6 +40,7 @@ export function runSimulate(args: readonly string[]): Promise<number> {
     requests: { type: "string" },
     reads: { type: "string" },
     "no-faults": { type: "boolean" },
+    failover: { type: "boolean" },
   });
   if (values.help) {
     console.log(SIMULATE_USAGE);
@@ -55,13 +58,16 @@ export function runSimulate(args: readonly string[]): Promise<number> {
     throw new UsageError(`--reads: expected commit or local, got "${reads}"`);
   }
   const faults = values["no-faults"] ? NO_FAULTS : ALL_FAULTS;
+  const failover = values.failover ?? false;
   console.log(
     `simulate: ${seeds} runs from seed ${first}, ${branches ?? "1 to 5"} branches, ${customers} customers ` +
-      `x ${requests} requests, ${reads} reads, ${values["no-faults"] ? "no faults" : "every fault"}`,
+      `x ${requests} requests, ${reads} reads, ${values["no-faults"] ? "no faults" : "every fault"}` +
+      `${failover ? ", failover" : ""}`,
   );
   const started = performance.now();
   const injected = noneInjected();
   let answered = 0;
+  let elections = 0;
   const failed: number[] = [];
   for (let seed = first; seed < first + seeds; seed++) {
     const result = simulate({
@@ -71,7 +77,9 @@ export function runSimulate(args: readonly string[]): Promise<number> {
       requests,
       reads,
       faults,
+      failover,
     });
+    elections += result.elections;
     for (const fault of INJECTED) injected[fault] += result.injected[fault];
     answered += result.history.requests.length;
     if (result.violation !== undefined) {
@@ -85,10 +93,15 @@ export function runSimulate(args: readonly string[]): Promise<number> {
       `${injected.crashes} crashes (${injected.lostEntries} unwritten entries lost), ${injected.pauses} pauses, ` +
       `${injected.duplicates} requests sent twice`,
   );
+  if (failover) console.log(`${elections} primaries elected`);
   console.log(
     `${answered} requests answered; ${failed.length} violation${failed.length === 1 ? "" : "s"} ` +
       `in ${seeds} runs (${seconds.toFixed(1)} s)`,
   );
-  if (failed.length > 0) console.log(`rerun one: deno task simulate --first ${failed[0]} --seeds 1`);
+  if (failed.length > 0) {
+    console.log(
+      `rerun one: deno task simulate --first ${failed[0]} --seeds 1${failover ? " --failover" : ""}`,
+    );
+  }
   return Promise.resolve(failed.length === 0 ? 0 : 1);
 }

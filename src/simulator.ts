@@ -37,11 +37,14 @@
  */
 
 import {
+  type Ballot,
   type BranchInput,
   type BranchOutput,
   type BranchState,
+  type Election,
   type Entry,
   initialState,
+  isNoOp,
   isPrimary,
   type ReadMode,
   type Recovered,
@@ -117,6 +120,11 @@ export interface SimulationOptions {
    * primary sends entries to its backups before its own write of them completes.
    */
   readonly bug?: "shipBeforeWrite";
+  /**
+   * Whether a primary that stops answering is replaced by election (see the core's Election), with time
+   * for the cores in ticks: ELECTION. Default false: branch 1 is the primary for good.
+   */
+  readonly failover?: boolean;
 }
 
 /**
@@ -147,6 +155,8 @@ export interface SimulationResult {
   readonly history: History;
   /** How many of each fault were injected. */
   readonly injected: Injected;
+  /** How many times a branch won an election. */
+  readonly elections: number;
   /** The first violation the checker found, or why the run did not finish; undefined if none. */
   readonly violation: string | undefined;
 }
@@ -167,14 +177,20 @@ const HOLD_TICKS = 20;
 const PAUSE_TICKS = 60;
 /** Ticks a crashed branch stays down; a partition lasts. */
 const DOWN_TICKS = 200;
+/**
+ * Failover's timing: a tick delivers one message, so a heartbeat waits behind the others in flight; the
+ * timeout leaves room for that and still elects a new primary well within DOWN_TICKS.
+ */
+const ELECTION: Election = { timeoutTicks: 60, heartbeatTicks: 10 };
 
 /** Runs one simulation. */
 export function simulate(options: SimulationOptions): SimulationResult {
   return new Simulation(options).run();
 }
 
-/** A link, by its backup, in one generation: a break drops what was sent on it. */
+/** A link from the primary that opened it to one backup, in one generation: a break drops what was sent on it. */
 interface LinkRef {
+  readonly primary: number;
   readonly backup: number;
   readonly generation: number;
 }
@@ -193,24 +209,34 @@ interface Message {
 }
 
 type Answer = (output: BranchOutput) => void;
+type Persist = Extract<BranchOutput, { type: "persist" }>;
 
 /** A branch: its core, its disk, and what its driver keeps. */
 interface Branch {
   readonly id: number;
   /** Undefined while crashed. */
   state: BranchState | undefined;
-  readonly disk: { entries: Recovered["entries"][number][]; failures: Recovered["failures"][number][] };
-  /** Persisted by the core, not written yet. */
-  unwritten: Recovered["entries"][number][];
-  unwrittenFailures: Recovered["failures"][number][];
+  readonly disk: {
+    entries: Recovered["entries"][number][];
+    failures: Recovered["failures"][number][];
+    ballot: Ballot | undefined;
+  };
+  /** Persisted by the core, not written yet, in order. */
+  unwritten: Persist[];
   /** The write under way, if any: a crash cancels it, and a restarted branch's next write is another. */
   writing: object | undefined;
   /** Inbound calls, by the request id the core knows them by. */
   readonly calls: Map<number, Answer>;
   nextRequestId: number;
+  /** While it is primary: what it holds for backups outside the quorum; lost when it crashes. */
+  holding: Holding;
+  /** Whether its timer that sends every held entry is set. */
+  holdTimer: boolean;
+  /** How many times it became primary, or stopped being it: its links and timers of an earlier time stop. */
+  tenure: number;
 }
 
-/** At the primary, its link with one backup. */
+/** A primary's link with one backup. */
 interface Link {
   live: boolean;
   generation: number;
@@ -238,51 +264,48 @@ class Simulation {
   readonly #options: SimulationOptions;
   readonly #faults: Faults;
   readonly #faultTicks: number;
+  readonly #election: Election | undefined;
   readonly #random: Random;
   readonly #ids: number[];
-  readonly #primary = 1;
   readonly #branches = new Map<number, Branch>();
-  readonly #links = new Map<number, Link>();
+  /** By "primary>backup". */
+  readonly #links = new Map<string, Link>();
   #messages: Message[] = [];
   /** What happens later; a timer of a branch (`owner`) waits while the branch is paused. */
   readonly #timers: { at: number; run: () => void; owner?: number }[] = [];
   /** Paused branches, with the tick each resumes at. */
   readonly #paused = new Map<number, number>();
-  /** The primary's: what it holds for backups outside the quorum; lost when it crashes. */
-  #holding = new Holding();
-  /** Whether the primary's timer that sends every held entry is set. */
-  #holdTimer = false;
   #tick = 0;
   /** Pairs of branches that cannot reach each other, as "a-b" with a < b. */
   #cut = new Set<string>();
   readonly #requests: HistoryRequest[] = [];
   #customersLeft: number;
   readonly #injected = noneInjected();
+  /** How many times a branch became primary of a view after the first. */
+  #elections = 0;
 
   constructor(options: SimulationOptions) {
     this.#options = options;
     this.#faults = { ...NO_FAULTS, ...options.faults };
     this.#faultTicks = options.faultTicks ?? DEFAULT_FAULT_TICKS;
+    this.#election = options.failover ? ELECTION : undefined;
     this.#random = new Random(options.seed);
     this.#ids = Array.from({ length: options.branches }, (_, index) => index + 1);
     for (const id of this.#ids) {
-      const branch: Branch = {
+      this.#branches.set(id, {
         id,
         state: undefined,
-        disk: { entries: [], failures: [] },
+        disk: { entries: [], failures: [], ballot: undefined },
         unwritten: [],
-        unwrittenFailures: [],
         writing: undefined,
         calls: new Map(),
         nextRequestId: 1,
-      };
-      this.#branches.set(id, branch);
-      this.#start(branch);
-      if (id !== this.#primary) {
-        this.#links.set(id, { live: false, generation: 0, outstanding: new Map() });
-      }
+        holding: new Holding(),
+        holdTimer: false,
+        tenure: 0,
+      });
     }
-    for (const backup of this.#links.keys()) this.#relink(backup);
+    for (const branch of this.#branches.values()) this.#start(branch);
     this.#customersLeft = options.customers;
     for (let customer = 1; customer <= options.customers; customer++) this.#customer(customer);
   }
@@ -305,12 +328,20 @@ class Simulation {
           if (resumes === undefined) timer.run();
           else this.#timers.push({ ...timer, at: resumes });
         }
+        if (this.#election !== undefined) {
+          for (const branch of this.#branches.values()) {
+            if (!this.#paused.has(branch.id)) this.#feed(branch, { type: "tick" });
+          }
+        }
         this.#deliverOne();
       }
     } catch (error) {
       // A core's own check failed (a log that does not add up, a key decided twice): a violation too.
       violation = `at tick ${this.#tick}: ${(error as Error).message}`;
     }
+    const primary = [...this.#branches.values()].find(({ state }) => state !== undefined && isPrimary(state));
+    const noops = (primary?.disk.entries ?? []).filter(({ entry }) => isNoOp(entry))
+      .map(({ entry }) => entry.position);
     const history: History = {
       branches: this.#ids.map((id) => ({ id, balance: BALANCE })),
       requests: this.#requests,
@@ -319,22 +350,38 @@ class Simulation {
         branch: id,
         balance: state?.balance ?? -1,
         position: state?.position ?? -1,
+        ...(noops.length === 0 ? {} : { noops }),
       })),
     };
     if (violation === undefined) {
       const checked = checkHistory(history);
       if (!checked.ok) violation = checked.violation;
     }
-    return { seed: this.#options.seed, ticks: this.#tick, history, injected: this.#injected, violation };
+    return {
+      seed: this.#options.seed,
+      ticks: this.#tick,
+      history,
+      injected: this.#injected,
+      elections: this.#elections,
+      violation,
+    };
   }
 
   // ---- The loop -------------------------------------------------------------------------------------
 
-  /** Whether nothing is left to happen: every message delivered, every write done, every link live. */
+  /**
+   * Whether nothing is left to happen: every message delivered, every write done, one primary, and its
+   * every link live with nothing held.
+   */
   #settled(): boolean {
-    return this.#messages.length === 0 && this.#paused.size === 0 &&
-      [...this.#branches.values()].every((branch) => branch.state !== undefined && !branch.writing) &&
-      [...this.#links.values()].every((link) => link.live) && !this.#holding.holding;
+    if (this.#messages.length > 0 || this.#paused.size > 0) return false;
+    const branches = [...this.#branches.values()];
+    if (branches.some((branch) => branch.state === undefined || branch.writing)) return false;
+    const primaries = branches.filter((branch) => isPrimary(branch.state as BranchState));
+    if (primaries.length !== 1) return false;
+    const [primary] = primaries as [Branch];
+    return !primary.holding.holding &&
+      this.#ids.every((id) => id === primary.id || this.#links.get(`${primary.id}>${id}`)?.live);
   }
 
   #deliverOne(): void {
@@ -349,7 +396,7 @@ class Simulation {
     message.deliver();
     if (message.link !== undefined && this.#chance(this.#faults.linkBreak)) {
       this.#injected.linkBreaks++;
-      this.#break(message.link.backup);
+      this.#break(message.link.primary, message.link.backup);
     }
   }
 
@@ -394,8 +441,9 @@ class Simulation {
       for (const a of side) {
         for (const b of this.#ids.filter((id) => !side.includes(id))) this.#cut.add(pair(a, b));
       }
-      for (const backup of this.#links.keys()) {
-        if (this.#cut.has(pair(this.#primary, backup))) this.#break(backup);
+      for (const key of this.#links.keys()) {
+        const [primary, backup] = key.split(">").map(Number) as [number, number];
+        if (this.#cut.has(pair(primary, backup))) this.#break(primary, backup);
       }
       this.#after(DOWN_TICKS, () => (this.#cut = new Set()));
     }
@@ -412,135 +460,238 @@ class Simulation {
 
   #crash(branch: Branch): void {
     if (this.#faults.lostWrites) {
-      this.#injected.lostEntries += branch.unwritten.length;
+      this.#injected.lostEntries += branch.unwritten.filter((persist) => persist.entry !== undefined).length;
+      branch.unwritten = [];
     } else {
-      branch.disk.entries.push(...branch.unwritten);
-      branch.disk.failures.push(...branch.unwrittenFailures);
+      this.#applyToDisk(branch);
     }
-    branch.unwritten = [];
-    branch.unwrittenFailures = [];
     branch.writing = undefined;
     branch.state = undefined;
     branch.calls.clear();
     this.#paused.delete(branch.id);
     // Its connections close: what it had in flight is lost, and its links break.
     this.#messages = this.#messages.filter((message) => !message.ends.includes(branch.id));
-    if (branch.id === this.#primary) {
-      for (const backup of this.#links.keys()) this.#break(backup);
-      this.#holding = new Holding();
-    } else {
-      this.#break(branch.id);
-    }
+    this.#closeLinks(branch);
+    for (const id of this.#ids) this.#break(id, branch.id);
   }
 
   #restart(branch: Branch): void {
     if (branch.state !== undefined) return;
     this.#start(branch);
-    if (branch.id === this.#primary) { for (const backup of this.#links.keys()) this.#relink(backup); }
   }
 
   #start(branch: Branch): void {
     const peers = this.#ids.filter((id) => id !== branch.id);
-    const recovered = { entries: [...branch.disk.entries], failures: [...branch.disk.failures] };
+    const { entries, failures, ballot } = branch.disk;
     branch.state = initialState(branch.id, BALANCE, {
       peers,
-      recovered,
+      recovered: { entries: [...entries], failures: [...failures], ballot },
       reads: this.#options.reads ?? "commit",
+      election: this.#election,
     });
     // What its disk held is its own: a primary without backups has it committed at once.
     this.#feed(branch, { type: "synced" });
+    if (isPrimary(branch.state)) this.#openLinks(branch);
   }
 
   // ---- Links ----------------------------------------------------------------------------------------
 
-  /** Breaks the link with `backup`: what is in flight on it is lost, and the backup's requests on it fail. */
-  #break(backup: number): void {
-    const link = this.#links.get(backup) as Link;
-    if (!link.live && link.outstanding.size === 0) return;
+  #link(primary: number, backup: number): Link {
+    const key = `${primary}>${backup}`;
+    let link = this.#links.get(key);
+    if (link === undefined) {
+      link = { live: false, generation: 0, outstanding: new Map() };
+      this.#links.set(key, link);
+    }
+    return link;
+  }
+
+  /** `branch` became primary: it opens a link to every other branch. */
+  #openLinks(branch: Branch): void {
+    branch.tenure++;
+    branch.holding = new Holding();
+    branch.holdTimer = false;
+    for (const peer of (branch.state as BranchState).peers) this.#relink(branch.id, peer, branch.tenure, 1);
+  }
+
+  /** `branch` is no longer primary (or crashed): its links break, and are not opened again. */
+  #closeLinks(branch: Branch): void {
+    branch.tenure++;
+    branch.holding = new Holding();
+    for (const id of this.#ids) this.#break(branch.id, id);
+  }
+
+  /** Breaks a primary's link with `backup`: what is in flight on it is lost, and the backup's requests on it fail. */
+  #break(primary: number, backup: number): void {
+    const link = this.#links.get(`${primary}>${backup}`);
+    if (link === undefined || (!link.live && link.outstanding.size === 0)) return;
     const wasLive = link.live;
     link.live = false;
     link.generation++;
-    this.#holding.forget(backup); // The next link's catch-up starts from the backup's disk.
-    this.#messages = this.#messages.filter((message) => message.link?.backup !== backup);
+    const opener = this.#branches.get(primary) as Branch;
+    opener.holding.forget(backup); // The next link's catch-up starts from the backup's disk.
+    this.#messages = this.#messages.filter((message) =>
+      message.link?.primary !== primary || message.link.backup !== backup
+    );
     const branch = this.#branches.get(backup) as Branch;
     const outstanding = [...link.outstanding];
     link.outstanding.clear();
     for (const [requestId, kind] of outstanding) this.#feed(branch, answerOf(kind, requestId, UNLINKED));
-    if (wasLive) this.#relink(backup);
+    if (wasLive) this.#relink(primary, backup, opener.tenure);
   }
 
-  /** The primary opens its link with `backup` again in a while, and keeps trying while it cannot. */
-  #relink(backup: number): void {
-    this.#after(RELINK_TICKS, () => {
-      const primary = this.#branches.get(this.#primary) as Branch;
-      const link = this.#links.get(backup) as Link;
-      if (primary.state === undefined || link.live) return; // A restart relinks again.
+  /**
+   * The primary opens its link with `backup` again in a while (`ticks`), and keeps trying while it cannot,
+   * as long as it is still primary (`tenure`).
+   */
+  #relink(from: number, backup: number, tenure: number, ticks = RELINK_TICKS): void {
+    this.#after(ticks, () => {
+      const primary = this.#branches.get(from) as Branch;
+      const link = this.#link(from, backup);
+      const state = primary.state;
+      if (state === undefined || !isPrimary(state) || primary.tenure !== tenure || link.live) return;
       const other = this.#branches.get(backup) as Branch;
       // A paused backup cannot accept the link (the real one waits until it can, or gives up).
       const reachable = other.state !== undefined && !this.#paused.has(backup) &&
-        !this.#cut.has(pair(this.#primary, backup));
-      if (!reachable) return this.#relink(backup);
-      // The backup names the last position on its disk; it is sent every later one from the primary's.
-      const position = other.disk.entries.length;
+        !this.#cut.has(pair(from, backup));
+      if (!reachable) return this.#relink(from, backup, tenure);
+      // The backup names the end of its disk and what it knows is committed (or refuses a primary of an
+      // earlier view than its own); the primary works out where their logs agree, and sends it every later
+      // entry from its own disk.
+      let answer: BranchOutput | undefined;
+      const requestId = other.nextRequestId++;
+      other.calls.set(requestId, (output) => (answer = output));
+      this.#feed(other, { type: "link", requestId, from, view: state.view });
+      this.#write(other); // Its new view, if it entered one, is on its disk before it answers.
+      if (answer?.type !== "accept") {
+        const view = answer?.type === "refuse" ? answer.refusal.view : undefined;
+        if (view !== undefined) this.#feed(primary, { type: "view", view });
+        return this.#relink(from, backup, tenure);
+      }
       link.live = true;
-      this.#feed(primary, { type: "linked", backup, position });
-      const missing = primary.disk.entries.slice(position).map(({ entry }) => entry);
-      if (missing.length > 0) this.#sendEntries(backup, missing);
-    }, this.#primary);
+      const { last, commit } = answer;
+      this.#feed(primary, { type: "linked", backup, position: last.position, view: last.view, commit });
+      const matched = primary.state?.matched.get(backup) ?? 0;
+      const missing = primary.disk.entries.slice(matched).map(({ entry }) => entry);
+      if (missing.length > 0) this.#sendEntries(from, backup, missing);
+    }, from);
   }
 
   /** The primary sends `entries` to `backup` on their link; the acknowledgement comes back as `replicated`. */
-  #sendEntries(backup: number, entries: readonly Entry[]): void {
-    const link = this.#links.get(backup) as Link;
-    const on = { backup, generation: link.generation };
+  #sendEntries(from: number, backup: number, entries: readonly Entry[]): void {
+    const link = this.#link(from, backup);
+    const on = { primary: from, backup, generation: link.generation };
+    const view = (this.#branches.get(from)?.state as BranchState).view;
     this.#sendOnLink(on, "backup", () => {
       const branch = this.#branches.get(backup) as Branch;
       const outputs: BranchOutput[] = [];
       for (const entry of entries) {
         const requestId = branch.nextRequestId++;
         branch.calls.set(requestId, (output) => outputs.push(output));
-        this.#feed(branch, { type: "entry", requestId, entry });
+        this.#feed(branch, { type: "entry", requestId, entry, from, view });
         if (outputs.at(-1)?.type === "refuse") break;
       }
       // A backup writes a batch before its answer leaves.
       this.#write(branch);
       const answer = outputs.find((output) => output.type === "refuse") ?? outputs.at(-1);
       this.#sendOnLink(on, "primary", () => {
-        const primary = this.#branches.get(this.#primary) as Branch;
+        const primary = this.#branches.get(from) as Branch;
         if (answer?.type === "ack") {
           this.#feed(primary, { type: "replicated", backup, position: answer.position });
         } else {
-          this.#break(backup); // As BranchNode aborts a link whose entries were refused.
+          this.#refused(primary, backup, answer);
         }
       });
     });
   }
 
-  /** A backup's forward or read index, on its link with the primary, fed back as `decided` or `indexed`. */
+  /**
+   * At a primary: `backup` refused what it sent on their link. As BranchNode does, the link breaks (and
+   * is opened again); a refusal naming a later view first makes the primary enter it.
+   */
+  #refused(primary: Branch, backup: number, answer: BranchOutput | undefined): void {
+    const view = answer?.type === "refuse" ? answer.refusal.view : undefined;
+    if (view !== undefined) this.#feed(primary, { type: "view", view });
+    this.#break(primary.id, backup);
+  }
+
+  /** At a primary: sends a heartbeat on every live link; each answer comes back as `confirmed`. */
+  #heartbeat(primary: Branch, beat: Extract<BranchOutput, { type: "heartbeat" }>): void {
+    for (const backup of (primary.state as BranchState).peers) {
+      const link = this.#links.get(`${primary.id}>${backup}`);
+      if (link === undefined || !link.live) continue;
+      const on = { primary: primary.id, backup, generation: link.generation };
+      this.#sendOnLink(on, "backup", () => {
+        const branch = this.#branches.get(backup) as Branch;
+        const requestId = branch.nextRequestId++;
+        let answer: BranchOutput | undefined;
+        branch.calls.set(requestId, (output) => (answer = output));
+        const { view, last, commit, round } = beat;
+        this.#feed(branch, { type: "heartbeat", requestId, from: primary.id, view, last, commit, round });
+        this.#write(branch); // What it persisted (a new view) is written before it answers.
+        this.#sendOnLink(on, "primary", () => {
+          if (answer?.type === "ack") this.#feed(primary, { type: "confirmed", backup, round });
+          else this.#refused(primary, backup, answer);
+        });
+      });
+    }
+  }
+
+  /** A candidate asks every other branch for its vote; each answer comes back as `voteAnswer`. */
+  #requestVotes(candidate: Branch, request: Extract<BranchOutput, { type: "requestVotes" }>): void {
+    for (const peer of (candidate.state as BranchState).peers) {
+      const reaches = () => !this.#cut.has(pair(candidate.id, peer));
+      this.#send({
+        channel: `vote ${candidate.id}>${peer}`,
+        ends: [candidate.id, peer],
+        to: peer,
+        deliver: () => {
+          const voter = this.#branches.get(peer) as Branch;
+          if (!reaches() || voter.state === undefined) return;
+          const requestId = voter.nextRequestId++;
+          voter.calls.set(requestId, (answer) => {
+            if (answer.type !== "vote") return;
+            this.#send({
+              channel: `vote ${peer}>${candidate.id}`,
+              ends: [candidate.id, peer],
+              to: candidate.id,
+              deliver: () => {
+                if (!reaches()) return;
+                const { view, granted } = answer;
+                this.#feed(candidate, { type: "voteAnswer", from: peer, view, granted });
+              },
+            });
+          });
+          const { view, last } = request;
+          this.#feed(voter, { type: "voteRequest", requestId, from: candidate.id, view, last });
+        },
+      });
+    }
+  }
+
+  /** A backup's forward or read index, on its link with its primary, fed back as `decided` or `indexed`. */
   #ask(
     backup: number,
     requestId: number,
     kind: "forward" | "index",
     input: (id: number) => BranchInput,
   ): void {
-    const link = this.#links.get(backup) as Link;
     const branch = this.#branches.get(backup) as Branch;
-    if (!link.live) {
-      return this.#feed(
-        branch,
-        answerOf(kind, requestId, UNLINKED),
-      );
+    const primaryId = branch.state?.primary;
+    const link = primaryId === undefined ? undefined : this.#links.get(`${primaryId}>${backup}`);
+    if (primaryId === undefined || link === undefined || !link.live) {
+      return this.#feed(branch, answerOf(kind, requestId, UNLINKED));
     }
     link.outstanding.set(requestId, kind);
-    const on = { backup, generation: link.generation };
+    const on = { primary: primaryId, backup, generation: link.generation };
     this.#sendOnLink(on, "primary", () => {
-      const primary = this.#branches.get(this.#primary) as Branch;
+      const primary = this.#branches.get(primaryId) as Branch;
       const id = primary.nextRequestId++;
       // Until it is answered, the backup is sent every entry at once, starting with those held for it
       // (see BranchNode's #asked).
-      const holding = this.#holding;
+      const holding = primary.holding;
       holding.asked(backup);
-      this.#sendHeld(backup);
+      this.#sendHeld(primary, backup);
       primary.calls.set(id, (output) => {
         holding.answered(backup);
         if (link.generation !== on.generation) return; // Its link broke meanwhile: nobody to answer.
@@ -555,8 +706,8 @@ class Simulation {
 
   /** Sends `deliver` on the link `on`, to the primary or to the backup; a break of the link drops it. */
   #sendOnLink(on: LinkRef, to: "primary" | "backup", deliver: () => void): void {
-    const [from, destination] = to === "primary" ? [on.backup, this.#primary] : [this.#primary, on.backup];
-    const ends = [this.#primary, on.backup];
+    const [from, destination] = to === "primary" ? [on.backup, on.primary] : [on.primary, on.backup];
+    const ends = [on.primary, on.backup];
     this.#send({ channel: `${from}>${destination}`, link: on, ends, to: destination, deliver });
   }
 
@@ -574,27 +725,27 @@ class Simulation {
       case "reply":
       case "ack":
       case "index":
-      case "refuse": {
+      case "refuse":
+      case "accept":
+      case "vote": {
+        // A vote leaves only once the ballot it gave is on the disk.
+        if (output.type === "vote") this.#write(branch);
         const answer = branch.calls.get(output.requestId);
         branch.calls.delete(output.requestId);
         return answer?.(output);
       }
       case "persist":
-        if (output.entry !== undefined) branch.unwritten.push(output.entry);
-        if (output.failure !== undefined) branch.unwrittenFailures.push(output.failure);
-        if (!isPrimary(branch.state as BranchState)) return; // Written with its batch (#sendEntries).
+        branch.unwritten.push(output);
+        if (!isPrimary(branch.state as BranchState)) return; // Written with its batch, or before its vote.
         if (this.#options.bug === "shipBeforeWrite" && output.entry !== undefined) {
-          this.#ship([output.entry.entry]);
+          this.#ship(branch, [output.entry.entry]);
         }
         if (branch.writing === undefined) {
           // The turn's write: it completes a few ticks later, and then the entries go out.
           const write = {};
           branch.writing = write;
           this.#after(1 + this.#random.below(this.#faults.maxDelayTicks + 1), () => {
-            if (branch.writing !== write) return; // Crashed meanwhile.
-            const written = branch.unwritten.map(({ entry }) => entry);
-            this.#write(branch);
-            if (this.#options.bug !== "shipBeforeWrite") this.#ship(written);
+            if (branch.writing === write) this.#write(branch); // Unless it crashed, or wrote, meanwhile.
           }, branch.id);
         }
         return;
@@ -613,41 +764,71 @@ class Simulation {
           "index",
           (requestId) => ({ type: "readIndex", requestId }),
         );
+      case "heartbeat":
+        return this.#heartbeat(branch, output);
+      case "requestVotes":
+        this.#write(branch); // Its own vote is on its disk before it asks for any.
+        return this.#requestVotes(branch, output);
+      case "role":
+        if (output.role !== "primary") return this.#closeLinks(branch);
+        if (output.view > 0) this.#elections++;
+        return this.#openLinks(branch);
     }
   }
 
-  /** Writes what `branch` persisted to its disk, and tells its core. */
+  /** Writes what `branch` persisted to its disk, and tells its core; a primary then sends the entries on. */
   #write(branch: Branch): void {
-    branch.disk.entries.push(...branch.unwritten);
-    branch.disk.failures.push(...branch.unwrittenFailures);
-    branch.unwritten = [];
-    branch.unwrittenFailures = [];
+    const written = branch.unwritten.flatMap((persist) =>
+      persist.entry === undefined ? [] : [persist.entry.entry]
+    );
+    this.#applyToDisk(branch);
     branch.writing = undefined;
     this.#feed(branch, { type: "synced" });
+    const state = branch.state;
+    if (this.#options.bug !== "shipBeforeWrite" && state !== undefined && isPrimary(state)) {
+      this.#ship(branch, written);
+    }
+  }
+
+  #applyToDisk(branch: Branch): void {
+    const { disk } = branch;
+    for (const persist of branch.unwritten) {
+      if (persist.truncate !== undefined) {
+        disk.entries.length = Math.min(disk.entries.length, persist.truncate);
+      }
+      if (persist.ballot !== undefined) disk.ballot = persist.ballot;
+      if (persist.entry !== undefined) disk.entries.push(persist.entry);
+      if (persist.failure !== undefined) disk.failures.push(persist.failure);
+    }
+    branch.unwritten = [];
   }
 
   /**
-   * At the primary: sends `entries` at once to the live backups a commit or a customer waits on, with what
+   * At a primary: sends `entries` at once to the live backups a commit or a customer waits on, with what
    * was held for them, and holds them for the others, who are sent all they are held within HOLD_TICKS.
    */
-  #ship(entries: readonly Entry[]): void {
+  #ship(primary: Branch, entries: readonly Entry[]): void {
     if (entries.length === 0) return;
-    const live = [...this.#links].filter(([, link]) => link.live).map(([backup]) => backup);
-    const state = this.#branches.get(this.#primary)?.state as BranchState;
-    for (const [backup, batch] of this.#holding.ship(state, live, entries)) this.#sendEntries(backup, batch);
-    if (!this.#holdTimer && this.#holding.holding) {
-      this.#holdTimer = true;
+    const state = primary.state as BranchState;
+    const live = state.peers.filter((peer) => this.#links.get(`${primary.id}>${peer}`)?.live);
+    for (const [backup, batch] of primary.holding.ship(state, live, entries)) {
+      this.#sendEntries(primary.id, backup, batch);
+    }
+    if (!primary.holdTimer && primary.holding.holding) {
+      primary.holdTimer = true;
+      const tenure = primary.tenure;
       this.#after(HOLD_TICKS, () => {
-        this.#holdTimer = false;
-        for (const backup of this.#holding.heldFor()) this.#sendHeld(backup);
-      }, this.#primary);
+        if (primary.tenure !== tenure) return;
+        primary.holdTimer = false;
+        for (const backup of primary.holding.heldFor()) this.#sendHeld(primary, backup);
+      }, primary.id);
     }
   }
 
-  /** At the primary: sends `backup` what is held for it, in one message, if anything. */
-  #sendHeld(backup: number): void {
-    const held = this.#holding.take(backup);
-    if (held !== undefined) this.#sendEntries(backup, held);
+  /** At a primary: sends `backup` what is held for it, in one message, if anything. */
+  #sendHeld(primary: Branch, backup: number): void {
+    const held = primary.holding.take(backup);
+    if (held !== undefined) this.#sendEntries(primary.id, backup, held);
   }
 
   // ---- Customers ------------------------------------------------------------------------------------
@@ -788,7 +969,14 @@ function answerOf(kind: "forward" | "index", requestId: number, output: BranchOu
     : { code: "INTERNAL", message: output.type } as const;
   if (kind === "index") {
     return output.type === "index"
-      ? { type: "indexed", requestId, commit: output.commit, end: output.end, refusal: undefined }
+      ? {
+        type: "indexed",
+        requestId,
+        commit: output.commit,
+        end: output.end,
+        view: output.view,
+        refusal: undefined,
+      }
       : { type: "indexed", requestId, commit: undefined, end: undefined, refusal };
   }
   if (output.type === "reply") {

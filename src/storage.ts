@@ -11,7 +11,7 @@
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { applied, type Decided, type Entry, type Recovered } from "./branch_core.ts";
+import { applied, type Ballot, type Decided, type Entry, type Recovered } from "./branch_core.ts";
 
 /** The database file in a branch's data directory. */
 const DATABASE_FILE = "bank.sqlite";
@@ -22,8 +22,12 @@ export interface StorageOwner {
   readonly balance: number;
 }
 
-/** What a branch writes in one transaction. */
+/** What a branch writes in one transaction, in this order. */
 export interface Batch {
+  /** Drop the log after this position first (see the core's `persist` output). */
+  readonly truncate?: number | undefined;
+  /** The branch's view and vote, if they changed. */
+  readonly ballot?: Ballot | undefined;
   readonly entries: readonly Entry[];
   /** Balances after each entry, in the same order. */
   readonly balances: readonly number[];
@@ -32,12 +36,14 @@ export interface Batch {
 }
 
 const SCHEMA = `
+  -- Whose database it is (branch, balance), the log it holds (log), and the ballot (view, vote).
   CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
   ) STRICT;
-  -- The log: every update that succeeded, at its position. Never trimmed: it is also the record of
-  -- which customer requests were applied (key), which makes a retry exactly-once across restarts.
+  -- The log: every update that succeeded, at its position. Never trimmed below what is committed: it is
+  -- also the record of which customer requests were applied (key), which makes a retry exactly-once
+  -- across restarts. Entries of a replaced primary that were never committed are cut (truncate).
   CREATE TABLE IF NOT EXISTS log (
     position INTEGER PRIMARY KEY,
     view INTEGER NOT NULL,
@@ -83,6 +89,9 @@ export class Storage {
   readonly #appendEntry: StatementSync;
   readonly #addFailure: StatementSync;
   readonly #entriesFrom: StatementSync;
+  readonly #truncate: StatementSync;
+  readonly #setMeta: StatementSync;
+  readonly #clearMeta: StatementSync;
 
   private constructor(db: DatabaseSync, directory: string, balance: number) {
     this.#db = db;
@@ -97,6 +106,9 @@ export class Storage {
     this.#entriesFrom = db.prepare(
       "SELECT * FROM log WHERE position >= ? ORDER BY position LIMIT ?",
     );
+    this.#truncate = db.prepare("DELETE FROM log WHERE position > ?");
+    this.#setMeta = db.prepare("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)");
+    this.#clearMeta = db.prepare("DELETE FROM meta WHERE name = ?");
   }
 
   /**
@@ -171,7 +183,15 @@ export class Storage {
       balance = row.balance;
     });
     const failures = this.#db.prepare("SELECT * FROM failure").all() as unknown as FailureRow[];
+    const meta = new Map(
+      (this.#db.prepare("SELECT name, value FROM meta WHERE name IN ('view', 'vote')").all() as {
+        name: string;
+        value: number;
+      }[]).map(({ name, value }) => [name, value]),
+    );
+    const view = meta.get("view");
     return {
+      ...(view === undefined ? {} : { ballot: { view, vote: meta.get("vote") } }),
       entries: rows.map((row) => ({ entry: toEntry(row), balance: row.balance })),
       failures: failures.map((row) => ({
         key: row.key,
@@ -190,6 +210,13 @@ export class Storage {
   write(batch: Batch): void {
     this.#db.exec("BEGIN IMMEDIATE");
     try {
+      if (batch.truncate !== undefined) this.#truncate.run(batch.truncate);
+      if (batch.ballot !== undefined) {
+        const { view, vote } = batch.ballot;
+        this.#setMeta.run("view", view);
+        if (vote === undefined) this.#clearMeta.run("vote");
+        else this.#setMeta.run("vote", vote);
+      }
       batch.entries.forEach((entry, index) => {
         const { position, view, update, key, commit } = entry;
         const balance = batch.balances[index] as number;

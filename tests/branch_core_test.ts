@@ -40,10 +40,13 @@ const withdraw = (requestId: number, amount: number): BranchInput => ({
   amount,
 });
 
+/** An entry of `view` from branch 1, the primary of that view. */
 const entry = (requestId: number, position: number, update: Update, view = 0, commit = 0): BranchInput => ({
   type: "entry",
   requestId,
   entry: { view, position, update, commit },
+  from: 1,
+  view,
 });
 const query = (requestId: number, after = 0): BranchInput => ({
   type: "request",
@@ -208,6 +211,7 @@ Deno.test("the primary answers a read index with its commit position and its log
     requestId: 3,
     commit: 0,
     end: 1,
+    view: 0,
   });
   assertEquals(
     kinds(run(initialState(2, 400, { peers: [1] }), [{ type: "readIndex", requestId: 3 }]).outbox),
@@ -258,9 +262,11 @@ Deno.test("the primary goes on while a minority of its backups is away, and neve
   assertEquals(three.outbox, [reply(1, "deposit", 410, 1)]);
   // A backup that links again says how far its disk goes: what it says replaces what the primary knew,
   // and more than the primary's own disk holds counts for no more.
-  const back = run(three.state, [{ type: "linked", position: 9, backup: 5 }]);
-  assertEquals(back.state.matched.get(5), 1);
-  const emptied = run(back.state, [{ type: "linked", position: 0, backup: 2 }]);
+  const back = run(three.state, [{ type: "linked", position: 9, view: 0, commit: 0, backup: 5 }]);
+  assertEquals(back.state.matched.get(5), 0, "a log beyond the primary's agrees with it only where known");
+  const along = run(back.state, [{ type: "linked", position: 1, view: 0, commit: 0, backup: 5 }]);
+  assertEquals(along.state.matched.get(5), 1, "the same view at the same position: the same log up to it");
+  const emptied = run(along.state, [{ type: "linked", position: 0, view: 0, commit: 0, backup: 2 }]);
   assertEquals([emptied.state.matched.get(2), emptied.state.commit], [0, 1], "a commit is never undone");
 });
 
@@ -401,7 +407,7 @@ Deno.test("a backup applies entries in position order, persists each, and then a
     commit: 0,
   };
   const { state, outbox } = run(initialState(2, 400, { peers: [1, 3] }), [
-    { type: "entry", requestId: 9, entry: withdrawal },
+    { type: "entry", requestId: 9, entry: withdrawal, from: 1, view: 0 },
     entry(10, 2, { kind: "deposit", amount: 5 }),
   ]);
   assertEquals([state.balance, state.position], [335, 2]);
@@ -419,17 +425,21 @@ Deno.test("a backup applies entries in position order, persists each, and then a
   ]);
 });
 
-Deno.test("a backup refuses an entry out of order, of another view, or that would take it below zero", () => {
+Deno.test("a backup refuses an entry out of order, of an earlier view, or that would take it below zero", () => {
   const backup = initialState(2, 10, { peers: [1] });
+  const inView2 = initialState(2, 10, {
+    peers: [1],
+    recovered: { entries: [], failures: [], ballot: { view: 2, vote: 1 } },
+  });
   const deposit5: Update = { kind: "deposit", amount: 5 };
   for (
-    const input of [
-      entry(1, 2, deposit5),
-      entry(1, 1, deposit5, 1),
-      entry(1, 1, { kind: "withdraw", amount: 70 }),
-    ]
+    const [start, input] of [
+      [backup, entry(1, 2, deposit5)],
+      [inView2, entry(1, 1, deposit5, 1)],
+      [backup, entry(1, 1, { kind: "withdraw", amount: 70 })],
+    ] as const
   ) {
-    const { state, outbox } = run(backup, [input]);
+    const { state, outbox } = run(start, [input]);
     assertEquals(kinds(outbox), ["ABORTED"], JSON.stringify(input));
     assertEquals([state.balance, state.position], [10, 0]);
   }
@@ -555,7 +565,13 @@ Deno.test("a restarted primary answers no read until a majority holds all it rec
   const held = run(restarted, [query(7), { type: "readIndex", requestId: 8 }]);
   assertEquals(held.outbox, []);
   const { outbox } = run(held.state, [replicated(2, 3)]);
-  assertEquals(outbox, [reply(7, "query", 130, 2), { type: "index", requestId: 8, commit: 2, end: 2 }]);
+  assertEquals(outbox, [reply(7, "query", 130, 2), {
+    type: "index",
+    requestId: 8,
+    commit: 2,
+    end: 2,
+    view: 0,
+  }]);
 });
 
 Deno.test("initialState() refuses a log that does not add up", () => {

@@ -1,7 +1,13 @@
 import { assertEquals, assertMatch, assertOk } from "./_assert.ts";
 import { runEntry, tempDir } from "./_processes.ts";
 import { checkHistory } from "../src/checker.ts";
-import { type History, type HistoryRequest, parseHistory, renderHistory } from "../src/history.ts";
+import {
+  type History,
+  type HistoryFinal,
+  type HistoryRequest,
+  parseHistory,
+  renderHistory,
+} from "../src/history.ts";
 import { InputError } from "../src/input.ts";
 
 /** One request, sequential in time: the i-th is sent at 10i ms and answered 5 ms later. */
@@ -74,6 +80,41 @@ Deno.test("checkHistory() rejects a gap in the positions", () => {
   assertMatch(
     violation(withRequest(3, { position: 3 })),
     /^positions are not dense: customer 1 event #3 \(withdraw 30 at branch 2\) was applied at position 3/,
+  );
+});
+
+Deno.test("checkHistory() takes the positions the final states name as no-ops, and nothing else, as holding none", () => {
+  // A failover after the deposit: the new primary's first entry is at position 2, the withdrawal at 3.
+  const history = goodHistory();
+  const moved = (request: HistoryRequest) => request.position === 2 ? { ...request, position: 3 } : request;
+  const failedOver: History = {
+    ...history,
+    requests: history.requests.map(moved),
+    finals: history.finals.map((final) => ({ ...final, position: 3, noops: [2] })),
+  };
+  assertEquals(checkHistory(failedOver), { ok: true, summary: { requests: 5, updates: 2 } });
+  assertEquals(parseHistory(renderHistory(failedOver), "history"), failedOver);
+  // Without the no-op named, position 2 is a gap.
+  assertMatch(
+    violation({ ...failedOver, finals: history.finals.map((final) => ({ ...final, position: 3 })) }),
+    /^positions are not dense/,
+  );
+  // An update at a no-op's position, finals that disagree on them, and a no-op past the log are violations.
+  assertMatch(
+    violation({
+      ...failedOver,
+      finals: history.finals.map((final) => ({ ...final, position: 3, noops: [3] })),
+    }),
+    /was applied at position 3, which holds a no-op$/,
+  );
+  const [one, two] = failedOver.finals as [HistoryFinal, HistoryFinal];
+  assertMatch(
+    violation({ ...failedOver, finals: [one, { ...two, noops: [1] }] }),
+    /^branches 1 and 2 name different no-op positions$/,
+  );
+  assertMatch(
+    violation({ ...failedOver, finals: failedOver.finals.map((final) => ({ ...final, noops: [2, 9] })) }),
+    /^positions are not dense: no-op position 9/,
   );
 });
 

@@ -280,7 +280,7 @@ Deno.test("a backup takes a bundle as if each of its messages came alone, in ord
     seq,
     entry: { view: 0, position, interface: "deposit", amount },
   });
-  link.send({ seq: 0, bundle: { messages: [entry(1, 1, 10), entry(2, 2, 5), entry(3, 2, 1)] } });
+  link.send({ seq: 0, bundle: { messages: [entry(1, 1, 10), entry(2, 2, 5), entry(3, 4, 1)] } });
   // The answers, written in one turn, may come back as one bundle too.
   const answers: { seq: string; answer: { position: string; code: number } }[] = [];
   while (answers.length < 3) {

@@ -66,6 +66,39 @@ Deno.test("a reopened database recovers every entry and failure written, in posi
     }
   }));
 
+Deno.test("a ballot and a cut of the log are written in the batch's transaction, before its entries", () =>
+  withDirectory((directory) => {
+    const first = Storage.open(directory, { id: 2, balance: 100 });
+    first.write({
+      entries: [deposit(1, 10, 0), deposit(2, 5, 0, "7/2")],
+      balances: [110, 115],
+      failures: [],
+    });
+    // A new primary's log replaces position 2 (it was never committed); the branch voted in view 3.
+    const replacement = { ...deposit(2, 1, 1, "8/1"), view: 3 };
+    first.write({
+      truncate: 1,
+      ballot: { view: 3, vote: 4 },
+      entries: [replacement],
+      balances: [111],
+      failures: [],
+    });
+    first.close();
+    const again = Storage.open(directory, { id: 2, balance: 100 });
+    try {
+      assertEquals(again.recover(), {
+        ballot: { view: 3, vote: 4 },
+        entries: [{ entry: deposit(1, 10, 0), balance: 110 }, { entry: replacement, balance: 111 }],
+        failures: [],
+      });
+      // A new view starts with no vote.
+      again.write({ ballot: { view: 5, vote: undefined }, entries: [], balances: [], failures: [] });
+      assertEquals(again.recover().ballot, { view: 5, vote: undefined });
+    } finally {
+      again.close();
+    }
+  }));
+
 Deno.test("a batch that cannot be written whole leaves nothing of itself behind", () =>
   withDirectory((directory) => {
     const storage = Storage.open(directory, { id: 1, balance: 0 });
