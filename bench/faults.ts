@@ -46,7 +46,7 @@ for (let seed = first; seed < first + runs; seed++) {
     updates += report.updates;
     for (const fault of report.faults) {
       if (fault.kind === "pause") pauses++;
-      else if (fault.branch === 1) primaryKills++; // Branch 1 is the primary.
+      else if (fault.primary) primaryKills++;
       else kills++;
     }
     recoveries.push(...report.recoveriesMs);
@@ -66,8 +66,8 @@ console.log(
     `${violations.length} violations`,
 );
 console.log(
-  `recovery from a primary kill (killed, started again at once, until a backup answers a query through ` +
-    `it): p50 ${ms(quantile(recoveries, 0.5))}, p99 ${ms(quantile(recoveries, 0.99))}, ` +
+  `recovery from a primary kill (killed and kept down, until another branch answers a query through a ` +
+    `new primary): p50 ${ms(quantile(recoveries, 0.5))}, p99 ${ms(quantile(recoveries, 0.99))}, ` +
     `max ${ms(quantile(recoveries, 1))} (${recoveries.length} kills)`,
 );
 for (const violation of violations) console.log(violation);

@@ -39,12 +39,24 @@ Runs one branch: a gRPC server holding a replica of the account's balance.
                        clock runs either way; main.ts --clock-output asks for this)
   --data-dir DIR       where the branch keeps its log (created if need be; a restarted branch recovers
                        from it); default: a fresh temporary directory, removed when the branch stops
+  --failover           replace a primary that stops answering by election (Raft's rules, see the
+                       README's Failover section): a backup that hears nothing from it for 300 to 600 ms
+                       stands, and wins with a majority's votes; the primary sends a heartbeat every 50
+                       ms. Give every branch of the bank this flag, and each one every other as --peer
   --control-stdin      (used by main) read peers from stdin, stop when stdin closes
 
 Prints one JSON line, such as {"branch":2,"listening":"127.0.0.1:50002"}, on stdout once listening,
 and serves customers (health: SERVING) once its links are up: the primary opens one to every backup.`;
 
 const SHUTDOWN_GRACE_MS = 2_000;
+
+/**
+ * Failover's timing with `--failover`: a tick every 10 ms; a heartbeat every 5 ticks; a backup stands after
+ * 30 to 60 ticks without one. The timeout is several heartbeats, so that a late one or two (a busy event
+ * loop, a garbage collection) elect nobody, and short enough that a killed primary is replaced within a
+ * second.
+ */
+const FAILOVER = { election: { timeoutTicks: 30, heartbeatTicks: 5 }, tickMs: 10 } as const;
 
 /** Runs a branch with the given arguments until it is told to stop; returns the exit code. */
 export async function runBranch(args: readonly string[]): Promise<number> {
@@ -60,6 +72,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
     "record-clocks": { type: "boolean" },
     "data-dir": { type: "string" },
     "control-stdin": { type: "boolean" },
+    failover: { type: "boolean" },
     help: { type: "boolean" },
   });
   if (values.help) {
@@ -83,6 +96,9 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   }
   // Started by hand, SIGINT or SIGTERM stops the branch gracefully from here on, even while it waits for
   // its links; under main, stdin closing stops it instead (and it ignores SIGINT).
+  if (values.failover && values["control-stdin"]) {
+    throw new UsageError("--failover: branches started by main run without failover (for now)");
+  }
   const stopRequested = values["control-stdin"] ? undefined : signalled();
   if (values["data-dir"] === "") {
     throw new UsageError("--data-dir: expected a directory, got an empty string");
@@ -100,6 +116,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
       propagation,
       recordClocks: values["record-clocks"] ?? false,
       dataDir: values["data-dir"] ?? temporary as string,
+      ...(values.failover ? { failover: FAILOVER } : {}),
     }, { peers, startTimeoutMs, stopRequested, control: values["control-stdin"] === true });
   } finally {
     if (temporary !== undefined) await Deno.remove(temporary, { recursive: true });
@@ -132,7 +149,9 @@ async function serve(
   try {
     // Started by hand, the peers may come up after this branch: configure() waits for them.
     const configured = node.configure([...peers.keys()], startTimeoutMs);
-    if (primaryOf([id, ...peers.keys()]) === id) {
+    if (options.failover !== undefined) {
+      for (const [peer, address] of peers) node.addPeer(peer, address);
+    } else if (primaryOf([id, ...peers.keys()]) === id) {
       for (const [backup, address] of peers) node.linkTo(backup, address);
     }
     configured.catch(() => {}); // Seen by the race below, unless a signal comes first.

@@ -570,8 +570,8 @@ export interface StateOptions {
 
 /**
  * Branch `id`, which started with `balance` units, as it was when it last wrote to its disk
- * (`options.recovered`), or before any update. In view 0 the lowest id is the primary, restarted or not;
- * in a later view a restarted branch is a backup until it hears from that view's primary or stands.
+ * (`options.recovered`), or before any update. In view 0 the lowest id is the primary (with failover, only
+ * on a first start); otherwise a restarted branch is a backup until it hears from a primary or stands.
  */
 export function initialState(id: number, balance: number, options: StateOptions): BranchState {
   const { peers, reads = "commit", propagation = "sync", recovered = { entries: [], failures: [] } } =
@@ -589,7 +589,11 @@ export function initialState(id: number, balance: number, options: StateOptions)
     "a heartbeat must come more often than the election timeout",
   );
   const { view, vote } = recovered.ballot ?? { view: 0, vote: undefined };
-  const primary = view === 0 ? primaryOf([id, ...peers]) : undefined;
+  // With failover, a branch that comes back from a disk with anything on it is a backup until it hears
+  // from a primary (or stands): the others may have elected one meanwhile. View 0's primary by rule is for
+  // a bank's first start.
+  const fresh = recovered.entries.length === 0 && recovered.ballot === undefined;
+  const primary = view === 0 && (election === undefined || fresh) ? primaryOf([id, ...peers]) : undefined;
   let decided = Remembered.empty<Decided>();
   let current = balance;
   let commit = 0;

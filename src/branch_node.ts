@@ -16,12 +16,15 @@ import {
   type BranchInput,
   type BranchOutput,
   type BranchState,
+  type Election,
   type Entry,
   initialState,
   isPrimary,
   type Propagation,
   type ReadMode,
   type Refusal,
+  type Role,
+  roleOf,
   step,
   type Update,
 } from "./branch_core.ts";
@@ -45,6 +48,7 @@ import {
   requestOfKey,
 } from "./wire_codec.ts";
 import {
+  type Accepted,
   BranchClient,
   type BranchServer,
   type Link,
@@ -82,6 +86,11 @@ export interface BranchNodeOptions {
   readonly recordClocks?: boolean;
   /** Where the branch keeps its database; it recovers from what is there. */
   readonly dataDir: string;
+  /**
+   * Failover: when given, a primary that stops answering is replaced by election (see the core's
+   * Election), with a tick every `tickMs`. Without it the lowest id is the primary for good.
+   */
+  readonly failover?: { readonly election: Election; readonly tickMs: number };
   /** Where to say what happened to links (a line each); stderr by default. */
   readonly log?: (message: string) => void;
   /**
@@ -92,7 +101,7 @@ export interface BranchNodeOptions {
 }
 
 /** The outputs that answer an inbound call with a value. */
-type Answering = Extract<BranchOutput, { type: "reply" | "ack" | "index" }>;
+type Answering = Extract<BranchOutput, { type: "reply" | "ack" | "index" | "accept" | "vote" }>;
 
 /** An inbound call the core has not answered yet. */
 interface OpenCall {
@@ -128,8 +137,20 @@ export class BranchNode {
   #state: BranchState | undefined;
   /** At the primary: a client of each backup it was given the address of. */
   readonly #clients = new Map<number, BranchClient>();
-  /** At the primary, a link per backup; at a backup, its link from the primary. */
+  /** At the primary: the link it opened to each backup. */
   readonly #links = new Map<number, Link>();
+  /**
+   * The links other branches opened to this one, by opener: at a backup, its primary's (with failover, also
+   * those of primaries it no longer follows, until they break).
+   */
+  readonly #incoming = new Map<number, Link>();
+  /**
+   * With failover: how many times this branch became primary or stopped being it; a relink of an earlier
+   * time as primary stops.
+   */
+  #tenure = 0;
+  /** With failover: the timer that feeds the core its ticks. */
+  #ticker: ReturnType<typeof setInterval> | undefined;
   /**
    * At the primary: the backups whose link is up and who have been sent, or are held (#holding), the whole log
    * written so far.
@@ -205,6 +226,26 @@ export class BranchNode {
         linked: (peer, link) => node.#linked(peer, link),
         status: () => Promise.resolve(node.#status()),
         events: () => node.#recordedEvents(),
+        vote: (request) => {
+          const { candidate, view, last_position: position, last_view: lastView } = request;
+          if (![candidate, view, position, lastView].every((n) => Number.isSafeInteger(n) && n >= 0)) {
+            return rejected({ code: "INVALID_ARGUMENT", message: "a vote request names whole numbers only" });
+          }
+          if (options.failover === undefined) {
+            return rejected({
+              code: "FAILED_PRECONDITION",
+              message: `branch ${options.id} runs without failover`,
+            });
+          }
+          const last = { position, view: lastView };
+          return node.#call(
+            (requestId) => ({ type: "voteRequest", requestId, from: candidate, view, last }),
+            (output) => {
+              assert(output.type === "vote", `a vote request was answered with an ${output.type}`);
+              return { view: output.view, granted: output.granted };
+            },
+          );
+        },
       });
     } catch (error) {
       node.#storage.close();
@@ -232,15 +273,19 @@ export class BranchNode {
     assert(this.#server !== undefined, "branch server not started");
     const { balance, reads, propagation = "sync" } = this.#options;
     const recovered = this.#storage.recover();
-    const state = initialState(self, balance, { peers, reads, propagation, recovered });
+    const election = this.#options.failover?.election;
+    const state = initialState(self, balance, { peers, reads, propagation, recovered, election });
     this.#layout = state;
-    for (const [peer, link] of this.#links) {
-      // Opened before this branch knew its place: by a branch that may not be its primary, or of a log
-      // this branch's disk does not hold.
-      const refusal = this.#admit(peer, state, link);
-      if (refusal !== undefined) {
-        link.refuse(refusal);
-        this.#links.delete(peer);
+    const failover = this.#options.failover;
+    if (failover === undefined) {
+      for (const [peer, link] of this.#incoming) {
+        // Opened before this branch knew its place: by a branch that may not be its primary, or of a log
+        // this branch's disk does not hold.
+        const refusal = this.#admit(peer, state, link);
+        if (refusal !== undefined) {
+          link.refuse(refusal);
+          this.#incoming.delete(peer);
+        }
       }
     }
     if (isPrimary(state)) {
@@ -252,6 +297,20 @@ export class BranchNode {
     this.#state = state;
     // What the disk held is this branch's own: a primary without backups has it committed at once.
     this.#feed({ type: "synced" });
+    if (failover !== undefined) {
+      // Links come and go with elections: the branch serves at once, and refuses (UNAVAILABLE) what needs a
+      // primary until it knows one. Links opened early are taken as any later one.
+      for (const [peer, link] of [...this.#incoming]) {
+        this.#incoming.delete(peer);
+        const refusal = this.#linked(peer, link);
+        if (refusal !== undefined) link.refuse(refusal);
+      }
+      if (isPrimary(this.#current())) this.#becomePrimary(state.view);
+      this.#ticker = setInterval(() => this.#feed({ type: "tick" }), failover.tickMs);
+      this.#serving = true;
+      this.#server.setServing(true);
+      return;
+    }
     if (isPrimary(state)) {
       await Promise.all(state.backups.map(async (backup) => {
         try {
@@ -262,7 +321,7 @@ export class BranchNode {
       }));
     } else {
       const primary = fixedPrimary(state);
-      const early = this.#links.get(primary);
+      const early = this.#incoming.get(primary);
       if (early !== undefined) this.#accept(early, state);
       await this.#arrival(primary, timeoutMs, "did not open its link").catch((error: RpcError) => {
         throw new RpcError(error.code, `primary (branch ${primary}): ${error.message}`);
@@ -278,6 +337,7 @@ export class BranchNode {
    * up while other backups still start.
    */
   linkTo(backup: number, address: string): void {
+    if (this.#options.failover !== undefined) return this.addPeer(backup, address);
     const layout = this.#layout;
     assert(
       layout !== undefined && isPrimary(layout),
@@ -290,20 +350,35 @@ export class BranchNode {
   }
 
   /**
+   * With failover, after {@linkcode BranchNode.configure}: branch `peer` listens at `address`. Every branch
+   * may become primary, and then opens links to all the others; it asks them for votes when it stands.
+   */
+  addPeer(peer: number, address: string): void {
+    assert(this.#options.failover !== undefined, "addPeer() is for failover; without it, linkTo()");
+    const state = this.#current();
+    assert(state.peers.includes(peer), `branch ${peer} is not a peer of branch ${state.id}`);
+    assert(!this.#clients.has(peer), `branch ${peer} was given an address already`);
+    this.#clients.set(peer, new BranchClient(address));
+    if (isPrimary(state)) this.#openLink(peer);
+  }
+
+  /**
    * Stops: ends every link, stops serving (calls in progress get up to `graceMs`), closes the clients and
    * the database, and says how much it wrote.
    */
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
+    clearInterval(this.#ticker);
     for (const relink of this.#relinks.values()) clearTimeout(relink.timer);
     // Nothing more is sent while the server drains: what backups are held has no one to wait for it.
     clearTimeout(this.#heldTimer);
     this.#heldTimer = undefined;
     this.#holding.clear();
-    for (const link of this.#links.values()) link.end();
+    for (const link of [...this.#links.values(), ...this.#incoming.values()]) link.end();
     await this.#server?.shutdown(graceMs);
     for (const client of this.#clients.values()) client.close();
     this.#links.clear();
+    this.#incoming.clear();
     this.#storage.close();
     const { entries, transactions } = this.#written;
     this.#log(`wrote ${entries} entries in ${transactions} transaction${transactions === 1 ? "" : "s"}`);
@@ -317,15 +392,19 @@ export class BranchNode {
   #openLink(backup: number): void {
     const client = this.#clients.get(backup);
     assert(client !== undefined && this.#state !== undefined, `no client of backup ${backup}`);
-    const link = client.link(this.#state.id, this.#logId);
-    link.serve(this.#linkHandler(backup, link));
+    const failover = this.#options.failover !== undefined;
+    const link = client.link(this.#state.id, this.#logId, failover ? this.#state.view : undefined);
+    const tenure = this.#tenure;
+    link.serve(this.#linkHandler(backup, link, this.#links));
     this.#links.set(backup, link);
     link.onBroken((cause) => {
       if (this.#links.get(backup) === link) this.#links.delete(backup);
       this.#live.delete(backup);
       this.#holding.forget(backup); // The catch-up of the next link starts from the backup's disk.
       this.#linkFailures.set(backup, cause.message);
-      if (this.#stopping) return;
+      // A backup in a later view refused the link: this branch enters it, and steps down.
+      if (cause.view !== undefined && !this.#stopping) this.#feed({ type: "view", view: cause.view });
+      if (this.#stopping || tenure !== this.#tenure) return;
       const relink = this.#relinks.get(backup) ?? { waitMs: RELINK_FIRST_MS };
       this.#log(
         `link with backup ${backup} broke (${cause.message}); opening it again in ${relink.waitMs} ms`,
@@ -336,27 +415,28 @@ export class BranchNode {
     });
     // A backup may be down for any time: each try waits a while, then the link is opened again.
     link.accepted(LINK_ACCEPT_TIMEOUT_MS).then(
-      (position) => {
-        if (link.broken) return;
+      (accepted) => {
+        if (link.broken || tenure !== this.#tenure) return;
         this.#relinks.delete(backup);
-        this.#catchUp(backup, link, position);
+        this.#catchUp(backup, link, accepted);
       },
       (error: RpcError) => link.abort(error), // onBroken opens it again.
     );
   }
 
   /**
-   * At the primary: `backup` accepted `link` holding the log up to `position`. Counts that as what it
-   * holds, sends it every later entry on this branch's disk, and makes it live, all in one turn, so that
-   * the next batch written follows on the link.
+   * At the primary: `backup` accepted `link` holding the log up to `position`. The core works out how much
+   * of that is this branch's log; the backup is sent every later entry on this branch's disk, and made
+   * live, all in one turn, so that the next batch written follows on the link.
    */
-  #catchUp(backup: number, link: Link, position: number): void {
+  #catchUp(backup: number, link: Link, accepted: Accepted): void {
     const state = this.#current();
-    if (position > state.synced) {
+    const { position, view, commit } = accepted;
+    if (position > state.synced && this.#options.failover === undefined) {
       this.#log(`backup ${backup} holds position ${position}, beyond this branch's log (${state.synced})`);
     }
-    // Every entry is of view 0 while the primary is fixed, and nothing less than 0 is known committed.
-    this.#feed({ type: "linked", backup, position, view: 0, commit: 0 });
+    // Without failover, every entry is of view 0, and a backup names no commit position (0 is true of any).
+    this.#feed({ type: "linked", backup, position, view, commit });
     // The core says how much of the backup's log is this one's: it is sent the rest.
     const matched = this.#current().matched.get(backup) ?? 0;
     for (let from = matched + 1; from <= state.synced;) {
@@ -388,16 +468,21 @@ export class BranchNode {
     // Before configure() it is not known yet which branch is the primary: configure() decides.
     const refusal = this.#layout === undefined ? undefined : this.#admit(peer, this.#layout, link);
     if (refusal !== undefined) return refusal;
+    // With failover, the core decides whether to follow the opener (its view is at least this branch's).
+    const failover = this.#options.failover !== undefined && this.#state !== undefined;
+    const held = failover ? this.#followLink(peer, link) : undefined;
+    if (held instanceof RpcError) return held;
     // The primary opens a new link when it thinks the old one broke (or it restarted): the new one wins.
-    this.#links.get(peer)?.abort(new RpcError("UNAVAILABLE", `branch ${peer} opened a new link`));
-    link.serve(this.#linkHandler(peer, link));
-    this.#links.set(peer, link);
+    this.#incoming.get(peer)?.abort(new RpcError("UNAVAILABLE", `branch ${peer} opened a new link`));
+    link.serve(this.#linkHandler(peer, link, this.#incoming));
+    this.#incoming.set(peer, link);
     link.onBroken(() => {
-      if (this.#links.get(peer) === link) this.#links.delete(peer);
+      if (this.#incoming.get(peer) === link) this.#incoming.delete(peer);
     });
     // Accepted only once configured: the primary takes the response headers to mean "ready for entries
     // after this position".
-    if (this.#state !== undefined) this.#accept(link, this.#state);
+    if (held !== undefined) link.accept(held);
+    else if (this.#state !== undefined) this.#accept(link, this.#state);
     this.#arrivals.get(peer)?.();
     return undefined;
   }
@@ -411,8 +496,30 @@ export class BranchNode {
     link.accept(state.position);
   }
 
+  /**
+   * With failover: feeds the core a link `peer` opened, and returns what this branch's disk holds for the
+   * opener (its new view, if it entered one, written first), or why the core refused it.
+   */
+  #followLink(peer: number, link: Link): Accepted | RpcError {
+    // A disk that names no log yet holds none: it takes the opener's (see #accept).
+    if (this.#storage.logId === undefined && link.logId !== undefined) this.#storage.setLogId(link.logId);
+    let answer: Answering | RpcError | undefined;
+    const requestId = this.#nextRequestId++;
+    this.#calls.set(requestId, {
+      answer: (output) => (answer = output),
+      reject: (error) => (answer = error),
+      key: undefined,
+    });
+    this.#feed({ type: "link", requestId, from: peer, view: link.view });
+    this.#write();
+    if (answer instanceof RpcError) return answer;
+    assert(answer?.type === "accept", `a link was answered with ${answer?.type}`);
+    return { position: answer.last.position, view: answer.last.view, commit: answer.commit };
+  }
+
   /** Why branch `peer` may not link to a branch in `state` with `link`, if it may not. */
   #admit(peer: number, state: BranchState, link: Link): RpcError | undefined {
+    if (this.#options.failover !== undefined) return this.#admitLog(peer, state, link);
     if (isPrimary(state)) {
       return new RpcError("INVALID_ARGUMENT", `branch ${state.id} is the primary: it opens the links`);
     }
@@ -422,6 +529,11 @@ export class BranchNode {
         `branch ${peer} is not the primary of branch ${state.id} (branch ${state.primary} is)`,
       );
     }
+    return this.#admitLog(peer, state, link);
+  }
+
+  /** Why `link` from branch `peer` may not be taken: it replicates a log other than this branch's. */
+  #admitLog(peer: number, state: BranchState, link: Link): RpcError | undefined {
     const own = this.#storage.logId;
     if (link.logId === undefined) {
       return new RpcError("INVALID_ARGUMENT", "a link must name its log in a bank-log-id header");
@@ -464,12 +576,14 @@ export class BranchNode {
    * Feeds the requests arriving on `link` with `peer` to the core: forwards and entries, while it is the
    * current link with `peer` (what a replaced link still delivers is refused).
    */
-  #linkHandler(peer: number, link: Link): LinkRequestHandler {
+  #linkHandler(peer: number, link: Link, links: ReadonlyMap<number, Link>): LinkRequestHandler {
     const from: ProcessRef = { type: "branch", id: peer };
     // The answer to a request is a message of its own: it carries this branch's clock when it is made.
     const answer = (what: MessageAbout | undefined) => (output: Answering): LinkAnswer => ({
       ...(output.type === "index"
-        ? { success: true, balance: 0, position: output.commit, end: output.end }
+        ? { success: true, balance: 0, position: output.commit, end: output.end, commitView: output.view }
+        : output.type === "accept" || output.type === "vote"
+        ? { success: false, balance: 0, position: 0 } // Neither answers a link request.
         : {
           success: output.type === "reply" ? output.success : true,
           balance: output.balance,
@@ -478,8 +592,29 @@ export class BranchNode {
       ...(what === undefined ? {} : { clock: this.#clock.send(from, what) }),
     });
     return (request) => {
-      if (this.#links.get(peer) !== link) {
+      if (links.get(peer) !== link) {
         return Promise.reject(new RpcError("UNAVAILABLE", `a link with branch ${peer} that was replaced`));
+      }
+      if (request.kind === "heartbeat") {
+        const { last_position: position, last_view: view, commit, round } = request.heartbeat;
+        if (![position, view, commit, round].every((n) => Number.isSafeInteger(n) && n >= 0)) {
+          return rejected({ code: "INVALID_ARGUMENT", message: "a heartbeat names whole numbers only" });
+        }
+        this.#clock.receive(from, request.heartbeat.clock ?? 0, HEARTBEAT);
+        const answered = this.#call(
+          (requestId) => ({
+            type: "heartbeat",
+            requestId,
+            from: peer,
+            view: link.view,
+            last: { position, view },
+            commit,
+            round,
+          }),
+          answer(undefined),
+        );
+        this.#write(); // A view it entered is on its disk before the answer leaves.
+        return answered;
       }
       if (request.kind === "read") {
         const key = decodeReadIndex(request.read);
@@ -515,7 +650,7 @@ export class BranchNode {
                 requestId,
                 entry: entry.value,
                 from: peer,
-                view: entry.value.view,
+                view: link.view,
               }),
               answer(undefined),
             ),
@@ -587,10 +722,14 @@ export class BranchNode {
       case "reply":
       case "ack":
       case "index":
+      case "accept":
+        return this.#take(output.requestId)?.answer(output);
+      case "vote":
+        this.#write(); // The vote is on this branch's disk before it leaves.
         return this.#take(output.requestId)?.answer(output);
       case "refuse":
         return this.#take(output.requestId)?.reject(
-          new RpcError(output.refusal.code, output.refusal.message),
+          new RpcError(output.refusal.code, output.refusal.message, output.refusal.view),
         );
       case "persist":
         return this.#persist(output);
@@ -598,13 +737,13 @@ export class BranchNode {
         return this.#forward(output.requestId, output.update, output.key);
       case "askIndex":
         return this.#askIndex(output.requestId);
-      case "accept":
       case "heartbeat":
+        return this.#heartbeat(output);
       case "requestVotes":
-      case "vote":
+        this.#write(); // Its own vote is on its disk before it asks for any.
+        return this.#requestVotes(output);
       case "role":
-        // Outputs of failover, which this driver does not run (it gives the core no Election).
-        return assert(false, `branch ${this.#options.id}: a ${output.type} output without failover`);
+        return this.#role(output.role, output.view);
     }
   }
 
@@ -701,6 +840,77 @@ export class BranchNode {
     }
   }
 
+  /** With failover: the core says this branch is now `role` in `view`. */
+  #role(role: Role, view: number): void {
+    if (role === "primary") {
+      this.#log(`became primary of view ${view}`);
+      return this.#becomePrimary(view);
+    }
+    if (role === "candidate") this.#log(`standing for primary of view ${view}`);
+    if (this.#links.size > 0 || this.#relinks.size > 0 || this.#live.size > 0) {
+      this.#log(`stepped down: branch ${this.#current().primary ?? "(not known yet)"} leads view ${view}`);
+      this.#tenure++;
+      for (const relink of this.#relinks.values()) clearTimeout(relink.timer);
+      this.#relinks.clear();
+      clearTimeout(this.#heldTimer);
+      this.#heldTimer = undefined;
+      this.#holding.clear();
+      this.#live.clear();
+      const links = [...this.#links.values()];
+      this.#links.clear();
+      for (const link of links) {
+        link.abort(new RpcError("UNAVAILABLE", `branch ${this.#options.id} stepped down`));
+      }
+    }
+  }
+
+  /** With failover: this branch is primary of `view`: it opens a link to every branch it knows the address of. */
+  #becomePrimary(view: number): void {
+    this.#tenure++;
+    const stored = this.#storage.logId;
+    this.#logId = stored ?? newLogId();
+    if (stored === undefined) this.#storage.setLogId(this.#logId);
+    for (const peer of this.#clients.keys()) this.#openLink(peer);
+    void view;
+  }
+
+  /** At the primary, with failover: sends `beat` on every live link; each answer confirms its round. */
+  #heartbeat(beat: Extract<BranchOutput, { type: "heartbeat" }>): void {
+    if (this.#stopping) return;
+    const deadlineMs = Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2));
+    const { last, commit, round } = beat;
+    for (const backup of this.#live) {
+      const link = this.#links.get(backup);
+      if (link === undefined) continue;
+      const clock = this.#clock.send({ type: "branch", id: backup }, HEARTBEAT);
+      const heartbeat = { last_position: last.position, last_view: last.view, commit, round, clock };
+      link.send({ heartbeat }, deadlineMs).then(
+        () => {
+          if (!this.#stopping) this.#feed({ type: "confirmed", backup, round });
+        },
+        (error: RpcError) => {
+          if (error.view !== undefined && !this.#stopping) this.#feed({ type: "view", view: error.view });
+        },
+      );
+    }
+  }
+
+  /** With failover: asks every other branch for its vote; each answer goes to the core. */
+  #requestVotes(request: Extract<BranchOutput, { type: "requestVotes" }>): void {
+    const { view, last } = request;
+    this.#log(`asking for votes in view ${view}`);
+    const vote = { candidate: this.#options.id, view, last_position: last.position, last_view: last.view };
+    for (const [peer, client] of this.#clients) {
+      client.vote(vote, this.#options.forwardDeadlineMs).then(
+        (answer) => {
+          if (this.#stopping) return;
+          this.#feed({ type: "voteAnswer", from: peer, view: answer.view, granted: answer.granted });
+        },
+        () => {}, // A branch that does not answer gives no vote.
+      );
+    }
+  }
+
   /** Where this branch stands, for Branch.status. */
   #status(): WireStatus {
     const state = this.#state;
@@ -711,7 +921,7 @@ export class BranchNode {
     }
     return {
       id,
-      role: isPrimary(state) ? "primary" : "backup",
+      role: roleOf(state),
       view: state.view,
       position: state.position,
       commit: state.commit,
@@ -751,6 +961,7 @@ export class BranchNode {
     return this.#state;
   }
 
+  /** At the primary: its link to backup `peer`. */
   #link(peer: number): Link {
     const link = this.#links.get(peer);
     assert(link !== undefined, `branch ${this.#options.id} has no link with branch ${peer}`);
@@ -785,7 +996,8 @@ export class BranchNode {
       (error: RpcError) => {
         if (link.broken) return;
         const why = refusal(error);
-        link.abort(new RpcError(why.code, `entries to position ${last}: ${why.message}`));
+        // A backup in a later view refused them: this branch enters it (and steps down, ending the link).
+        link.abort(new RpcError(why.code, `entries to position ${last}: ${why.message}`, error.view));
       },
     );
   }
@@ -793,21 +1005,30 @@ export class BranchNode {
   /** At a backup: sends `request` to the primary; rejects UNAVAILABLE when there is no link with it. */
   #sendToPrimary(request: OutgoingLinkRequest): Promise<LinkAnswer> {
     const state = this.#current();
-    const link = this.#links.get(fixedPrimary(state));
+    const link = state.primary === undefined ? undefined : this.#incoming.get(state.primary);
     if (link !== undefined && !link.broken) return link.send(request, this.#options.forwardDeadlineMs);
-    const message = `branch ${state.id} has no link with the primary (branch ${state.primary})`;
+    const message = `branch ${state.id} has no link with the primary (branch ${
+      state.primary ?? "not known"
+    })`;
     return rejected({ code: "UNAVAILABLE", message });
   }
 
   /** Asks the primary for a read index, for the customer's query that is call `requestId`. */
   #askIndex(requestId: number): void {
-    const primary: ProcessRef = { type: "branch", id: fixedPrimary(this.#current()) };
+    const primary: ProcessRef = { type: "branch", id: this.#current().primary ?? 0 };
     const key = this.#calls.get(requestId)?.key;
     const what = { message: "read", interface: "query", about: this.#about(key) } as const;
     this.#sendToPrimary({ read: { clock: this.#clock.send(primary, what), key: key ?? "" } }).then(
-      ({ position, end = 0, clock = 0 }) => {
+      ({ position, end = 0, clock = 0, commitView }) => {
         this.#clock.receive(primary, clock, { ...what, message: "index" });
-        this.#feed({ type: "indexed", requestId, commit: position, end, refusal: undefined });
+        this.#feed({
+          type: "indexed",
+          requestId,
+          commit: position,
+          end,
+          view: commitView,
+          refusal: undefined,
+        });
       },
       (error: RpcError) =>
         this.#feed({
@@ -821,7 +1042,7 @@ export class BranchNode {
   }
 
   #forward(requestId: number, update: Update, key: string | undefined): void {
-    const primary: ProcessRef = { type: "branch", id: fixedPrimary(this.#current()) };
+    const primary: ProcessRef = { type: "branch", id: this.#current().primary ?? 0 };
     const what = { interface: update.kind, about: this.#about(key) };
     const clock = this.#clock.send(primary, { message: "forward", ...what });
     const message = { forward: { interface: update.kind, amount: update.amount, key: key ?? "", clock } };
@@ -841,6 +1062,9 @@ function fixedPrimary(state: BranchState): number {
   assert(state.primary !== undefined, `branch ${state.id} knows of no primary`);
   return state.primary;
 }
+
+/** A heartbeat, for the clock: a message of no customer's request, recorded nowhere. */
+const HEARTBEAT: MessageAbout = { message: "read", interface: "query", about: undefined };
 
 /** A recorded clock event as Branch.events sends it. */
 function wireClockEvent(event: ClockEvent): WireClockEvent {
@@ -884,10 +1108,13 @@ function emptyBatch(): Unwritten {
 
 /** A call answered with `refusal`'s status (a malformed request, refused before it reaches the core). */
 function rejected(refusal: Refusal): Promise<never> {
-  return Promise.reject(new RpcError(refusal.code, refusal.message));
+  return Promise.reject(new RpcError(refusal.code, refusal.message, refusal.view));
 }
 
 /** A failed link request as the core's refusal (a status the core does not know is UNAVAILABLE). */
-function refusal(error: RpcError) {
-  return { code: error.code === "UNKNOWN" ? "UNAVAILABLE" as const : error.code, message: error.message };
+function refusal(error: RpcError): Refusal {
+  const code = error.code === "UNKNOWN" ? "UNAVAILABLE" as const : error.code;
+  return error.view === undefined
+    ? { code, message: error.message }
+    : { code, message: error.message, view: error.view };
 }

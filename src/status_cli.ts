@@ -12,7 +12,7 @@ import { BranchClient, type WireStatus } from "./transport.ts";
 /** What `main.ts status --help` prints. */
 export const STATUS_USAGE = `Usage: main.ts status HOST:PORT ... [--json] [--deadline-ms MS]
 
-Asks each branch where it stands and prints a line per branch: its role (primary, backup, or starting),
+Asks each branch where it stands and prints a line per branch: its role (primary, backup, candidate, or starting),
 view, the last log position it applied, the commit position it knows, the last position on its disk,
 its balance, whether it serves customers, and at the primary each backup (live or not, and the last
 position the primary knows to be on its disk).

@@ -54,7 +54,7 @@ export interface WireClockEvent {
 /** `BranchStatus` of proto/bank.proto as grpc-js decodes it. */
 export interface WireStatus {
   readonly id: number;
-  readonly role: "primary" | "backup" | "starting";
+  readonly role: "primary" | "candidate" | "backup" | "starting";
   readonly view: number;
   readonly position: number;
   readonly commit: number;
@@ -86,19 +86,44 @@ export interface WireForward {
   readonly clock?: number;
 }
 
+/** `Heartbeat` of proto/bank.proto as grpc-js decodes it. */
+export interface WireHeartbeat {
+  readonly last_position: number;
+  readonly last_view: number;
+  readonly commit: number;
+  readonly round: number;
+  readonly clock?: number;
+}
+
+/** `VoteRequest` of proto/bank.proto as grpc-js decodes it. */
+export interface WireVoteRequest {
+  readonly candidate: number;
+  readonly view: number;
+  readonly last_position: number;
+  readonly last_view: number;
+}
+
+/** `VoteAnswer` of proto/bank.proto as grpc-js decodes it. */
+export interface WireVoteAnswer {
+  readonly view: number;
+  readonly granted: boolean;
+}
+
 /** A request on a link, as grpc-js decodes it: `kind` names the one that is set. */
 export type WireLinkRequest =
   | { readonly kind: "entry"; readonly entry: WireEntry }
   | { readonly kind: "forward"; readonly forward: WireForward }
   | { readonly kind: "read"; readonly read: { readonly clock?: number; readonly key?: string } }
-  | { readonly kind: "batch"; readonly batch: { readonly entries: readonly WireEntry[] } };
+  | { readonly kind: "batch"; readonly batch: { readonly entries: readonly WireEntry[] } }
+  | { readonly kind: "heartbeat"; readonly heartbeat: WireHeartbeat };
 
 /** A request to send on a link. */
 export type OutgoingLinkRequest =
   | { readonly entry: WireEntry }
   | { readonly forward: WireForward }
   | { readonly read: { readonly clock: number; readonly key: string } }
-  | { readonly batch: { readonly entries: readonly WireEntry[] } };
+  | { readonly batch: { readonly entries: readonly WireEntry[] } }
+  | { readonly heartbeat: WireHeartbeat };
 
 /** What a link request is answered with, when it is carried out (`Answer` without its error fields). */
 export interface LinkAnswer {
@@ -108,16 +133,30 @@ export interface LinkAnswer {
   readonly position: number;
   /** To a read index: the last position of the primary's log (Answer.end); 0 otherwise. */
   readonly end?: number;
+  /** To a read index, with failover: the view of the primary's entry at its commit position. */
+  readonly commitView?: number;
   /** The answering end's Lamport clock for sending the answer (Answer.clock); 0 when it keeps none. */
   readonly clock?: number;
 }
 
 /** A call that ended with an error status, or an answer a handler wants to send as one. */
 export class RpcError extends Error {
-  constructor(readonly code: RefusalCode | "UNKNOWN", message: string) {
+  /**
+   * `view`: with failover, a refusal of a message of an earlier view than the refuser's carries the
+   * refuser's view (Answer.view on a link, the `bank-view` trailer of a refused link).
+   */
+  constructor(readonly code: RefusalCode | "UNKNOWN", message: string, readonly view?: number) {
     super(message);
     this.name = "RpcError";
   }
+}
+
+/** What a backup names when it accepts a link: the end of its disk, and what it knows is committed. */
+export interface Accepted {
+  readonly position: number;
+  /** The view of its entry at `position` (0 for none). */
+  readonly view: number;
+  readonly commit: number;
 }
 
 /** Paths of the protos, resolved next to the source (and embedded by `deno compile --include proto/`). */
@@ -177,6 +216,8 @@ export interface BranchHandlers {
   status?(): Promise<WireStatus>;
   /** The branch's recorded clock events (Branch.events); without it the rpc answers UNIMPLEMENTED. */
   events?(): Promise<readonly WireClockEvent[]>;
+  /** A vote request (Branch.vote, with failover); without it the rpc answers UNIMPLEMENTED. */
+  vote?(request: WireVoteRequest): Promise<WireVoteAnswer>;
   /**
    * A peer (named by its `bank-branch-id` header) opened a link; returns an RpcError to refuse it. The
    * handler keeps the link, answers its requests through {@linkcode Link.serve}, and sends its response
@@ -209,6 +250,7 @@ export async function serveBranch(address: string, handlers: BranchHandlers): Pr
     deliver: unary(handlers.deliver),
     ...(handlers.status === undefined ? {} : { status: unary(handlers.status) }),
     ...(handlers.events === undefined ? {} : { events: unary(eventsHandler(handlers.events)) }),
+    ...(handlers.vote === undefined ? {} : { vote: unary(handlers.vote) }),
     link: linkHandler(handlers.linked),
   });
   const healthStatus = new HealthStatus();
@@ -255,8 +297,24 @@ const BRANCH_ID_HEADER = "bank-branch-id";
 const BUNDLE_MESSAGES_MAX = 16;
 /** Request header of a link: the id of the opener's log (see Storage.logId); absent from older openers. */
 const LOG_ID_HEADER = "bank-log-id";
+/**
+ * Request header of a link, with failover: the opener's view; absent (0) without. Also the trailer of a
+ * link refused for an earlier view: the refuser's.
+ */
+const VIEW_HEADER = "bank-view";
 /** Response header of an accepted link: the last log position on the accepting branch's disk. */
 const LOG_POSITION_HEADER = "bank-log-position";
+/** Response headers of an accepted link, with failover: the view of that entry, and the commit position. */
+const LOG_VIEW_HEADER = "bank-log-view";
+const COMMIT_HEADER = "bank-commit";
+
+/** A header's value as a safe whole number, or `fallback` when it is absent or is not one. */
+function numberHeader(metadata: grpc.Metadata, name: string, fallback: number): number {
+  const value = metadata.get(name)[0];
+  return typeof value === "string" && /^\d{1,16}$/.test(value) && Number.isSafeInteger(Number(value))
+    ? Number(value)
+    : fallback;
+}
 
 function linkHandler(
   linked: BranchHandlers["linked"],
@@ -264,11 +322,14 @@ function linkHandler(
   return (call: grpc.ServerDuplexStream<WireLinkMessage, OutgoingLinkMessage>) => {
     const header = call.metadata.get(BRANCH_ID_HEADER)[0];
     const peer = typeof header === "string" && /^\d{1,15}$/.test(header) ? Number(header) : undefined;
-    const log = call.metadata.get(LOG_ID_HEADER)[0];
-    const logId = typeof log === "string" && /^\d{1,16}$/.test(log) && Number.isSafeInteger(Number(log))
-      ? Number(log)
-      : undefined;
-    const link = new Link(`branch ${peer}`, call, Promise.resolve(0), logId);
+    const log = numberHeader(call.metadata, LOG_ID_HEADER, -1);
+    const logId = log === -1 ? undefined : log;
+    const view = numberHeader(call.metadata, VIEW_HEADER, 0);
+    const accepted = Promise.resolve({ position: 0, view: 0, commit: 0 });
+    const link = new Link(`branch ${peer}`, call, accepted, {
+      view,
+      ...(logId === undefined ? {} : { logId }),
+    });
     const refusal = peer === undefined
       ? new RpcError("INVALID_ARGUMENT", `a link must name its opener in a ${BRANCH_ID_HEADER} header`)
       : linked(peer, link);
@@ -277,7 +338,13 @@ function linkHandler(
 }
 
 function toServiceError(error: unknown): Partial<grpc.StatusObject> {
-  if (error instanceof RpcError) return { code: grpc.status[error.code], details: error.message };
+  if (error instanceof RpcError) {
+    const code = grpc.status[error.code === "UNKNOWN" ? "INTERNAL" : error.code];
+    if (error.view === undefined) return { code, details: error.message };
+    const metadata = new grpc.Metadata();
+    metadata.set(VIEW_HEADER, String(error.view));
+    return { code, details: error.message, metadata };
+  }
   // Anything else is a bug in the handler: report it as INTERNAL rather than hang the caller.
   return { code: grpc.status.INTERNAL, details: error instanceof Error ? error.message : String(error) };
 }
@@ -362,8 +429,16 @@ export class BranchClient {
     return events;
   }
 
-  /** Opens a Branch.link stream to this branch, naming this end `self` (a branch id) and its log. */
-  link(self: number, logId: number): Link {
+  /** Calls Branch.vote; rejects with RpcError. */
+  vote(request: WireVoteRequest, deadlineMs: number): Promise<WireVoteAnswer> {
+    return this.#unary("vote", request, deadlineMs);
+  }
+
+  /**
+   * Opens a Branch.link stream to this branch, naming this end `self` (a branch id), its log, and with
+   * failover its view.
+   */
+  link(self: number, logId: number, view?: number): Link {
     const method = this.#methods["link"];
     if (method === undefined) throw new Error("proto/bank.proto has no rpc link");
     // The link waits for the peer to come up (branches started by hand start in any order), bounded by
@@ -371,6 +446,7 @@ export class BranchClient {
     const metadata = new grpc.Metadata({ waitForReady: true });
     metadata.set(BRANCH_ID_HEADER, String(self));
     metadata.set(LOG_ID_HEADER, String(logId));
+    if (view !== undefined) metadata.set(VIEW_HEADER, String(view));
     const call = this.#client.makeBidiStreamRequest<OutgoingLinkMessage, WireLinkMessage>(
       method.path,
       method.requestSerialize,
@@ -379,13 +455,15 @@ export class BranchClient {
       // The link lives as long as the branch; each request on it gets its own deadline instead.
       { deadline: Infinity },
     );
-    const accepted = new Promise<number>((resolve) =>
-      call.on("metadata", (headers: grpc.Metadata) => {
-        const value = headers.get(LOG_POSITION_HEADER)[0];
-        resolve(typeof value === "string" && /^\d{1,15}$/.test(value) ? Number(value) : 0);
-      })
+    const accepted = new Promise<Accepted>((resolve) =>
+      call.on("metadata", (headers: grpc.Metadata) =>
+        resolve({
+          position: numberHeader(headers, LOG_POSITION_HEADER, 0),
+          view: numberHeader(headers, LOG_VIEW_HEADER, 0),
+          commit: numberHeader(headers, COMMIT_HEADER, 0),
+        }))
     );
-    return new Link(this.address, call, accepted, logId);
+    return new Link(this.address, call, accepted, { logId, view: view ?? 0 });
   }
 
   /**
@@ -457,6 +535,8 @@ interface WireAnswer {
   readonly position: number;
   readonly end: number;
   readonly clock: number;
+  readonly view: number;
+  readonly commit_view: number;
 }
 
 /** `LinkMessage` of proto/bank.proto as grpc-js decodes it. */
@@ -499,7 +579,7 @@ interface InFlight {
 export class Link {
   readonly #peer: string;
   readonly #call: LinkCall;
-  readonly #accepted: Promise<number>;
+  readonly #accepted: Promise<Accepted>;
   /** In the order sent, which is the order of their deadlines when every request gets the same one. */
   readonly #inFlight = new Map<number, InFlight>();
   #onRequest: LinkRequestHandler = () => Promise.reject(new RpcError("UNAVAILABLE", "not serving yet"));
@@ -513,11 +593,23 @@ export class Link {
   /** One timer for every request in flight, rather than one per request (see #watchDeadlines). */
   #deadlineTimer: ReturnType<typeof setTimeout> | undefined;
 
+  /** The log the opener replicates, if it said. */
+  readonly logId: number | undefined;
+  /** The opener's view (0 without failover). */
+  readonly view: number;
+
   /**
-   * `peer` names the other end in messages; `accepted` settles when the other end has accepted, with the
-   * log position it named. `logId` is the log the opener replicates, if it said.
+   * `peer` names the other end in messages; `accepted` settles when the other end has accepted, with what
+   * it named. `opener` is what the opener said of itself: its log and view.
    */
-  constructor(peer: string, call: LinkCall, accepted: Promise<number>, readonly logId?: number) {
+  constructor(
+    peer: string,
+    call: LinkCall,
+    accepted: Promise<Accepted>,
+    opener: { readonly logId?: number | undefined; readonly view: number },
+  ) {
+    this.logId = opener.logId;
+    this.view = opener.view;
     this.#peer = peer;
     this.#call = call;
     const failed = new Promise<never>((_, reject) => {
@@ -567,30 +659,35 @@ export class Link {
     this.#onRequest = handler;
   }
 
-  /** On the accepting end: ends the link with `error`'s status instead of accepting it. */
+  /** On the accepting end: ends the link with `error`'s status (and view) instead of accepting it. */
   refuse(error: RpcError): void {
-    this.#call.emit("error", {
-      code: grpc.status[error.code === "UNKNOWN" ? "INTERNAL" : error.code],
-      details: error.message,
-    });
+    this.#call.emit("error", toServiceError(error));
   }
 
   /**
-   * On the accepting end: sends the response headers, which tell the opener the link is accepted and the
-   * last log `position` on this end's disk.
+   * On the accepting end: sends the response headers, which tell the opener the link is accepted and what
+   * this end's disk holds: the last log position, and with failover the view of the entry there and the
+   * commit position it knows.
    */
-  accept(position: number): void {
+  accept(held: Accepted | number): void {
     if (!("sendMetadata" in this.#call)) return;
+    const { position, view, commit } = typeof held === "number"
+      ? { position: held, view: 0, commit: 0 }
+      : held;
     const headers = new grpc.Metadata();
     headers.set(LOG_POSITION_HEADER, String(position));
+    if (typeof held !== "number") {
+      headers.set(LOG_VIEW_HEADER, String(view));
+      headers.set(COMMIT_HEADER, String(commit));
+    }
     this.#call.sendMetadata(headers);
   }
 
   /**
-   * Resolves, with the log position the other end named, once it has accepted the link; rejects if it
-   * does not within `timeoutMs`, or the link breaks first.
+   * Resolves, with what the other end named, once it has accepted the link; rejects if it does not within
+   * `timeoutMs`, or the link breaks first.
    */
-  accepted(timeoutMs: number): Promise<number> {
+  accepted(timeoutMs: number): Promise<Accepted> {
     const message = `${this.#peer} did not accept a link within ${timeoutMs} ms`;
     return deadline(this.#accepted, timeoutMs, () => {
       // Broken with this cause first, so that it, not the cancel's, is what the link reports.
@@ -647,8 +744,21 @@ export class Link {
   #answer(request: WireLinkMessage & WireLinkRequest): void {
     const { seq } = request;
     this.#onRequest(request).then(
-      ({ success, balance, position, end = 0, clock = 0 }) =>
-        this.#write({ seq, answer: { success, balance, position, end, clock, code: 0, message: "" } }),
+      ({ success, balance, position, end = 0, clock = 0, commitView = 0 }) =>
+        this.#write({
+          seq,
+          answer: {
+            success,
+            balance,
+            position,
+            end,
+            clock,
+            code: 0,
+            message: "",
+            view: 0,
+            commit_view: commitView,
+          },
+        }),
       (error: unknown) => {
         const { code, details } = toServiceError(error);
         const answer = {
@@ -659,6 +769,8 @@ export class Link {
           clock: 0,
           code: code ?? grpc.status.INTERNAL,
           message: details ?? "",
+          view: error instanceof RpcError ? error.view ?? 0 : 0,
+          commit_view: 0,
         };
         this.#write({ seq, answer });
       },
@@ -701,9 +813,12 @@ export class Link {
     // which is cheaper than clearing it and setting it again for the next request.
     this.#inFlight.delete(seq);
     if (answer.code === 0) {
-      const { success, balance, position, end, clock } = answer;
-      inFlight.resolve({ success, balance, position, end, clock });
-    } else inFlight.reject(new RpcError(statusName(answer.code), answer.message));
+      const { success, balance, position, end, clock, commit_view } = answer;
+      inFlight.resolve({ success, balance, position, end, clock, commitView: commit_view });
+    } else {
+      const view = answer.view > 0 ? answer.view : undefined;
+      inFlight.reject(new RpcError(statusName(answer.code), answer.message, view));
+    }
   }
 
   /** Fails every request in flight, and every later one, with the first cause; returns that cause. */
@@ -751,5 +866,10 @@ export function fromServiceError(error: grpc.ServiceError): RpcError {
   if (error.code === grpc.status.CANCELLED) {
     return new RpcError("UNAVAILABLE", `UNAVAILABLE (grpc-js: CANCELLED): ${details}`);
   }
-  return new RpcError(statusName(error.code), `${name ?? error.code}: ${details}`);
+  const view = error.metadata === undefined ? 0 : numberHeader(error.metadata, VIEW_HEADER, 0);
+  return new RpcError(
+    statusName(error.code),
+    `${name ?? error.code}: ${details}`,
+    view > 0 ? view : undefined,
+  );
 }

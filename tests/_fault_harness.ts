@@ -4,15 +4,17 @@
  * with SIGSTOP and resumed; then the whole history and every replica go through the checker. Used by
  * tests/fault_harness_test.ts (one run, in CI) and `deno task faults` (many runs, with a report).
  *
- * One fault at a time, so that a majority is always up; the first kills the primary, so that every run
- * meets that case. A killed primary is started again at once, as a supervisor would (there is no failover
- * yet); the harness measures how long until the bank serves again: until a query at a backup, which needs
- * the primary's commit position (a read index), is answered.
+ * The branches run with `--failover`. One fault at a time, so that a majority is always up; the first
+ * kills the primary, so that every run meets that case. A killed primary stays down until the others have
+ * elected a new one and serve again (a query at another branch, which needs the new primary's commit
+ * position and its confirmation that it still leads, is answered): the harness measures that time. Then
+ * it is started again on its directory, and rejoins as a backup.
  *
  * @module
  */
 
 import { Bank } from "./_bank.ts";
+import { isNoOp } from "../src/branch_core.ts";
 import { checkHistory } from "../src/checker.ts";
 import {
   connectAll,
@@ -24,6 +26,7 @@ import {
 import { historyOf } from "../src/history.ts";
 import type { CustomerEntry, Scenario } from "../src/input.ts";
 import { Random } from "../src/random.ts";
+import { Storage } from "../src/storage.ts";
 import { BranchClient } from "../src/transport.ts";
 
 /** One run's shape; by default 5 branches, 8 customers, and 4 faults. */
@@ -43,14 +46,18 @@ export const HARNESS_DEFAULTS = { branches: 5, customers: 8, faults: 4 } as cons
 /** What one run did. */
 export interface HarnessReport {
   readonly seed: number;
-  /** Each fault: what, and to which branch. */
-  readonly faults: readonly { readonly kind: "kill" | "pause"; readonly branch: number }[];
+  /** Each fault: what, to which branch, and whether that branch was the primary then. */
+  readonly faults: readonly {
+    readonly kind: "kill" | "pause";
+    readonly branch: number;
+    readonly primary: boolean;
+  }[];
   /** Requests answered, and of those, updates that succeeded. */
   readonly requests: number;
   readonly updates: number;
   /** The checker's verdict on the history and the final states; undefined when they hold. */
   readonly violation: string | undefined;
-  /** For each kill of the primary: ms from the kill until a backup answered a query through it again. */
+  /** For each kill of the primary: ms from the kill until another branch answered a query through a new one. */
   readonly recoveriesMs: readonly number[];
 }
 
@@ -69,32 +76,43 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessReport
   const { seed, root } = options;
   const { branches, customers, faults } = { ...HARNESS_DEFAULTS, ...options };
   const random = new Random(seed);
-  await using bank = new Bank(root, { size: branches, balance: BALANCE, deadlineMs: DEADLINE_MS });
+  const flags = ["--failover"];
+  await using bank = new Bank(root, { size: branches, balance: BALANCE, deadlineMs: DEADLINE_MS, flags });
   await bank.startAll();
-  const [primary, probed] = bank.ids as [number, number];
   const clients = connectAll(bank.addresses());
+  /** The branch that is primary now, by asking them (the first start's is the lowest id). */
+  const currentPrimary = async () => {
+    const roles = await Promise.all(
+      bank.ids.map((id) =>
+        (clients.get(id) as BranchClient).status(DEADLINE_MS).then((s) => s, () => undefined)
+      ),
+    );
+    return roles.find((status) => status?.role === "primary")?.id;
+  };
   try {
     await Promise.all([...clients.values()].map((client) => client.waitUntilServing(10_000)));
-    const injected: { kind: "kill" | "pause"; branch: number }[] = [];
+    const injected: { kind: "kill" | "pause"; branch: number; primary: boolean }[] = [];
     const recoveriesMs: number[] = [];
     let faulting = true;
     const faulted = (async () => {
       for (let fault = 0; fault < faults; fault++) {
         await sleep(100 + random.below(200));
-        const branch = fault === 0 ? primary : random.pick(bank.ids);
+        const primary = await currentPrimary();
+        const branch = fault === 0 && primary !== undefined ? primary : random.pick(bank.ids);
         const kind = fault === 0 ? "kill" : random.pick(["kill", "pause"] as const);
         const hold = 100 + random.below(300);
-        injected.push({ kind, branch });
+        injected.push({ kind, branch, primary: branch === primary });
         if (kind === "pause") {
           bank.branch(branch).signal("SIGSTOP");
           await sleep(hold);
           bank.branch(branch).signal("SIGCONT");
         } else if (branch === primary) {
-          // Started again at once, as a supervisor would: there is no failover yet.
+          // Down until the others serve again under a new primary: then started again, as a backup.
           const killed = performance.now();
           await bank.branch(branch).kill();
-          await bank.start(branch);
+          const probed = bank.ids.find((id) => id !== branch) as number;
           recoveriesMs.push(await untilServedThroughPrimary(bank.address(probed), killed));
+          await bank.start(branch);
         } else {
           await bank.branch(branch).kill();
           await sleep(hold);
@@ -134,8 +152,11 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessReport
       branches: bank.ids.map((id) => ({ id, balance: BALANCE })),
       customers: entries,
     };
+    // The positions no customer's reply names (each new primary's first entry), from a stopped branch's disk.
+    await Promise.all(bank.ids.map((id) => bank.branch(id).stop()));
+    const noops = noOpsOf(`${root}/branch-1`);
     // The checker also requires every replica to end at the replayed balance, with the whole log applied.
-    const checked = checkHistory(historyOf(scenario, results, finals));
+    const checked = checkHistory(historyOf(scenario, results, finals.map((final) => ({ ...final, noops }))));
     return {
       seed,
       faults: injected,
@@ -168,6 +189,17 @@ async function untilServedThroughPrimary(address: string, since: number): Promis
     }
   } finally {
     client.close();
+  }
+}
+
+/** The positions of the no-ops in the log of the stopped branch whose data directory is `directory`. */
+export function noOpsOf(directory: string): number[] {
+  const id = Number(directory.replace(/^.*branch-/, ""));
+  const storage = Storage.open(directory, { id, balance: BALANCE });
+  try {
+    return storage.recover().entries.filter(({ entry }) => isNoOp(entry)).map(({ entry }) => entry.position);
+  } finally {
+    storage.close();
   }
 }
 

@@ -216,7 +216,16 @@ Deno.test("a backup takes a new link from its primary in place of the old, namin
   assertEquals(await first.next(), {
     seq: "1",
     kind: "answer",
-    answer: { success: true, balance: "110", position: "1", end: "0", code: 0, message: "" },
+    answer: {
+      success: true,
+      balance: "110",
+      position: "1",
+      end: "0",
+      code: 0,
+      message: "",
+      view: "0",
+      commit_view: "0",
+    },
   });
   // A primary that restarted, or lost its link, opens a new one: it replaces the old, and learns from its
   // headers which entries the backup needs.
@@ -313,6 +322,8 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
       end: "0",
       code: grpc.status.INVALID_ARGUMENT,
       message: "branch 2 is not the primary",
+      view: "0",
+      commit_view: "0",
     },
   });
   link.send({ seq: 2, entry: { view: 0, position: 2, interface: "deposit", amount: 10 } });
@@ -326,6 +337,8 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
       end: "0",
       code: grpc.status.ABORTED,
       message: "entry at position 2, but branch 2 expects position 1",
+      view: "0",
+      commit_view: "0",
     },
   });
   // int64 amounts from 2^53 up, and negative ones, are refused exactly (the branch decodes int64 as
@@ -340,7 +353,16 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
   assertEquals(await link.next(), {
     seq: "3",
     kind: "answer",
-    answer: { success: true, balance: "150", position: "1", end: "0", code: 0, message: "" },
+    answer: {
+      success: true,
+      balance: "150",
+      position: "1",
+      end: "0",
+      code: 0,
+      message: "",
+      view: "0",
+      commit_view: "0",
+    },
   });
   // A customer's withdrawal at the backup comes here as a forward; the backup answers its customer with
   // this end's decision, after applying the entry that carries it.
@@ -359,7 +381,16 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
     assertEquals(await link.next(), {
       seq: "4",
       kind: "answer",
-      answer: { success: true, balance: "120", position: "2", end: "0", code: 0, message: "" },
+      answer: {
+        success: true,
+        balance: "120",
+        position: "2",
+        end: "0",
+        code: 0,
+        message: "",
+        view: "0",
+        commit_view: "0",
+      },
     });
     // The answer carries this end's clock, far ahead of the backup's: the backup takes it on receipt (101)
     // and sends its reply at the next tick.
@@ -406,7 +437,16 @@ Deno.test("a backup applies a batch of entries in order and answers for the last
   assertEquals(await link.next(), {
     seq: "1",
     kind: "answer",
-    answer: { success: true, balance: "106", position: "3", end: "0", code: 0, message: "" },
+    answer: {
+      success: true,
+      balance: "106",
+      position: "3",
+      end: "0",
+      code: 0,
+      message: "",
+      view: "0",
+      commit_view: "0",
+    },
   });
   // Position 6 skips 5: the batch is refused there, and the entry before it stays applied.
   link.send({ seq: 2, batch: { entries: [entry(4, 10), entry(6, 20)] } });
