@@ -776,7 +776,7 @@ function heartbeatOf(state: BranchState): BranchOutput {
 function stand(state: BranchState): Step {
   const view = state.view + 1;
   const entered = enterView(state, view, undefined);
-  const next: BranchState = { ...entered.state, vote: state.id, votes: new Set([state.id]) };
+  const next: BranchState = { ...entered.state, vote: state.id, votes: new Set([state.id]), quiet: 0 };
   const outbox: BranchOutput[] = [
     ...entered.outbox.filter((output) => output.type !== "persist" && output.type !== "role"),
     { type: "persist", ballot: { view, vote: state.id } },
@@ -887,7 +887,11 @@ export function isNoOp(entry: Entry): boolean {
 function enterView(state: BranchState, view: number, primary: number | undefined): Step {
   assert(view >= state.view, `branch ${state.id} cannot go back from view ${state.view} to ${view}`);
   const outbox: BranchOutput[] = [];
-  let next: BranchState = { ...state, view, primary, votes: new Set(), quiet: 0 };
+  // The election timer restarts only on hearing from a primary (or voting, or standing): a branch that
+  // merely learns of a later view from a candidate that cannot win must still stand in its turn, or a
+  // candidate standing again and again would keep every other from ever standing (Raft, 5.2).
+  const quiet = primary === undefined ? state.quiet : 0;
+  let next: BranchState = { ...state, view, primary, votes: new Set(), quiet };
   if (view > state.view) {
     next = { ...next, vote: undefined, timeout: timeoutOf(state.election, state.id, view) };
     outbox.push({ type: "persist", ballot: { view, vote: undefined } });

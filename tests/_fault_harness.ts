@@ -119,7 +119,11 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessReport
           await bank.start(branch);
         }
       }
-    })().finally(() => (faulting = false));
+    })().then(
+      () => undefined,
+      // The bank not serving again after a kill (no primary elected) is a liveness failure of the run.
+      (error: Error) => `the bank did not serve again after a fault: ${error.message}`,
+    ).finally(() => (faulting = false));
     // Customers act at once, in rounds, until the last fault is over: every fault meets requests in flight.
     const session: Session = { seen: 0 };
     const runOptions = { deadlineMs: DEADLINE_MS, concurrent: true, session, attempts: ATTEMPTS };
@@ -141,9 +145,9 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessReport
       if (done instanceof Error) gaveUp = done;
       else results.push(...done);
     }
-    await faulted;
-    if (gaveUp !== undefined) {
-      const violation = `a customer gave up: ${gaveUp.message}`;
+    const stalled = await faulted;
+    if (gaveUp !== undefined || stalled !== undefined) {
+      const violation = stalled ?? `a customer gave up: ${gaveUp?.message}`;
       return { seed, faults: injected, requests: results.length, updates: 0, violation, recoveriesMs };
     }
     await Promise.all([...clients.values()].map((client) => client.waitUntilServing(10_000)));

@@ -163,6 +163,18 @@ Deno.test("a branch votes once per view, for a log at least as up to date as its
   });
 });
 
+Deno.test("learning of a later view from a candidate it turns down does not restart a branch's election timer", () => {
+  // Found by the fault harness: a candidate whose log was behind stood again and again, and every request
+  // for votes made the others start counting again, so none of them, with the longer logs, ever stood.
+  let voter = branch(2, 3, log([0, 0]));
+  for (let ticks = 0; ticks < 5; ticks++) voter = run(voter, [TICK]).state;
+  const denied = run(voter, [voteRequest(1, 3, 1, 0, 0)]);
+  assertEquals(votes(denied.outbox), [false]);
+  assertEquals([denied.state.view, denied.state.quiet], [1, 5]);
+  const { state } = untilItStands(denied.state, denied.state.timeout - 5);
+  assertEquals([roleOf(state), state.view], ["candidate", 2]);
+});
+
 Deno.test("a backup that heard from its primary lately, and the primary itself, keep it: no vote for another", () => {
   const backup = branch(2, 3);
   assertEquals(votes(run(backup, [voteRequest(1, 3, 1, 0, 0)]).outbox), [false]);

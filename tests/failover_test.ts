@@ -118,3 +118,52 @@ Deno.test("with --failover, a killed primary is replaced by election, and rejoin
     for (const client of clients.values()) client.close();
   }
 });
+
+Deno.test("with --failover, a backup whose data directory is deleted rejoins empty and is rebuilt from the primary", async () => {
+  await using dir = await tempDir();
+  await using bank = new Bank(dir.path, {
+    size: 3,
+    balance: BALANCE,
+    deadlineMs: DEADLINE_MS,
+    flags: ["--failover"],
+  });
+  await bank.startAll();
+  const clients = connectAll(bank.addresses());
+  try {
+    const session = { seen: 0 };
+    const options = { deadlineMs: DEADLINE_MS, concurrent: true, session, attempts: 12 };
+    const random = new Random(7);
+    const phases = [workload(random, 3, [1, 2], 1), workload(random, 3, [1, 2], 11)] as [
+      CustomerEntry[],
+      CustomerEntry[],
+    ];
+    const results = await runCustomers(phases[0], clients, options);
+    const before = await statusUntil(clients.get(3) as BranchClient, (status) => status.position > 0);
+    assertOk(before.position > 0, JSON.stringify(before));
+    await bank.branch(3).kill();
+    await Deno.remove(`${bank.root}/branch-3`, { recursive: true });
+    results.push(...await runCustomers(phases[1], clients, options));
+    await bank.start(3);
+    const primary = await (clients.get(1) as BranchClient).status(DEADLINE_MS);
+    const rebuilt = await statusUntil(
+      clients.get(3) as BranchClient,
+      (status) => status.position === primary.position,
+    );
+    assertEquals([rebuilt.role, rebuilt.position, rebuilt.balance], [
+      "backup",
+      primary.position,
+      primary.balance,
+    ]);
+    const finals = await finalStates(clients, session, DEADLINE_MS);
+    const scenario: Scenario = {
+      branches: bank.ids.map((id) => ({ id, balance: BALANCE })),
+      customers: phases.flat(),
+    };
+    const checked = checkHistory(historyOf(scenario, results, finals));
+    assertOk(checked.ok, `${!checked.ok && checked.violation}`);
+    const primaryLog = (await bank.branch(1).stop()).stderr;
+    assertMatch(primaryLog, /backup 3 linked at position 0; sending it \d+ entries/);
+  } finally {
+    for (const client of clients.values()) client.close();
+  }
+});
