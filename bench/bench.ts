@@ -14,7 +14,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { childCommand, currentContext } from "../src/launch.ts";
-import { BranchClient } from "../src/transport.ts";
+import { BranchClient, type WireStatus } from "../src/transport.ts";
 import { readLines } from "../src/lines.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
@@ -215,6 +215,7 @@ async function throughputMet(seconds: number, rounds: number, dir: string): Prom
   // measurements next to each other, and the median of those is reported.
   const echoes: LoadReport[] = [];
   const banks: LoadReport[] = [];
+  const failovers: LoadReport[] = [];
   for (let round = 0; round < rounds; round++) {
     const echoServers = await Promise.all(
       Array.from({ length: 5 }, () => startServer("bench/echo_child.ts", [])),
@@ -222,6 +223,9 @@ async function throughputMet(seconds: number, rounds: number, dir: string): Prom
     echoes.push(await measure(echoServers).finally(() => stop(echoServers)));
     const bankServers = await startBank(`${dir}/bank-${round}`);
     banks.push(await measure(bankServers).finally(() => stop(bankServers)));
+    // The same bank with --failover: heartbeats, and reads and failed withdrawals confirmed by a round.
+    const failoverServers = await startFailoverBank(`${dir}/failover-${round}`);
+    failovers.push(await measure(failoverServers).finally(() => stop(failoverServers)));
   }
   // The same with one backup stopped before the load starts: the primary commits on the other four's
   // majority, and keeps trying to link to the one that is down.
@@ -235,6 +239,8 @@ async function throughputMet(seconds: number, rounds: number, dir: string): Prom
   const rate = (report: LoadReport) => report.requests / report.seconds;
   const ratios = banks.map((bank, round) => rate(bank) / rate(echoes[round] as LoadReport));
   const ratio = median(ratios);
+  const failoverRatios = failovers.map((bank, round) => rate(bank) / rate(echoes[round] as LoadReport));
+  const failoverRatio = median(failoverRatios);
   // The round whose ratio is the median, for the rates and latencies printed.
   const middle = ratios.reduce(
     (best, value, round) =>
@@ -242,7 +248,7 @@ async function throughputMet(seconds: number, rounds: number, dir: string): Prom
     0,
   );
   const line = (name: string, report: LoadReport) =>
-    `${name.padEnd(6)} ${rate(report).toFixed(0).padStart(7)} per s   p50 ${
+    `${name.padEnd(8)} ${rate(report).toFixed(0).padStart(7)} per s   p50 ${
       report.p50.toFixed(1).padStart(6)
     } ms` +
     `   p99 ${report.p99.toFixed(1).padStart(6)} ms`;
@@ -255,11 +261,18 @@ async function throughputMet(seconds: number, rounds: number, dir: string): Prom
   console.log(`ratio each round: ${ratios.map((value) => `${value.toFixed(2)}x`).join(", ")}`);
   console.log(line("echo", echoes[middle] as LoadReport));
   console.log(line("bank", banks[middle] as LoadReport));
+  console.log(line("failover", failovers[middle] as LoadReport));
   console.log(`${line("1 down", oneDown)}   (the bank with one backup stopped; not part of the target)`);
   console.log(
     `ratio ${ratio.toFixed(2)}x of echo (the median round), target 0.5x ${ratio >= 0.5 ? "met" : "MISSED"}`,
   );
-  return ratio >= 0.5;
+  console.log(
+    `with --failover: ratio each round ${
+      failoverRatios.map((value) => `${value.toFixed(2)}x`).join(", ")
+    }; ` +
+      `${failoverRatio.toFixed(2)}x (median), target 0.5x ${failoverRatio >= 0.5 ? "met" : "MISSED"}`,
+  );
+  return ratio >= 0.5 && failoverRatio >= 0.5;
 }
 
 /**
@@ -280,6 +293,41 @@ async function startBank(dir: string): Promise<Server[]> {
   const peers = backups.flatMap((backup, index) => ["--peer", `${index + 2}=${backup.address}`]);
   const primary = await startServer("branch.ts", ["--id", "1", ...balance, ...peers], `${dir}/branch-1`);
   return [primary, ...backups];
+}
+
+/**
+ * The throughput scenario's 5 branches with `--failover`, each given every other's address (so each is
+ * started on a port picked first), branch 1 first; returns once branch 1 leads with every backup linked.
+ */
+async function startFailoverBank(dir: string): Promise<Server[]> {
+  const listeners = Array.from({ length: 5 }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
+  const ports = listeners.map((listener) => (listener.addr as Deno.NetAddr).port);
+  for (const listener of listeners) listener.close();
+  const servers = await Promise.all([1, 2, 3, 4, 5].map((id) => {
+    const peers = [1, 2, 3, 4, 5].filter((peer) => peer !== id)
+      .flatMap((peer) => ["--peer", `${peer}=127.0.0.1:${ports[peer - 1]}`]);
+    const args = [
+      "--id",
+      String(id),
+      "--balance",
+      "1000000",
+      "--failover",
+      "--listen",
+      `127.0.0.1:${ports[id - 1]}`,
+    ];
+    return startServer("branch.ts", [...args, ...peers], `${dir}/branch-${id}`);
+  }));
+  const client = new BranchClient((servers[0] as Server).address);
+  try {
+    const linked = (status: WireStatus) =>
+      status.role === "primary" && status.backups.length === 4 && status.backups.every(({ live }) => live);
+    for (let polls = 0; polls < 500 && !linked(await client.status(5_000)); polls++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  } finally {
+    client.close();
+  }
+  return servers;
 }
 
 function median(values: readonly number[]): number {
