@@ -34,6 +34,8 @@ export interface BankRunOptions {
   readonly outputPath: string;
   /** Whether every customer entry runs at once, rather than one after another. */
   readonly concurrent: boolean;
+  /** Whether the branches replace a primary that stops answering by election (branch.ts --failover). */
+  readonly failover?: boolean;
   /** When the primary answers an update (see Propagation in src/branch_core.ts). */
   readonly propagation: Propagation;
   /** Whether requests carry what the customers have seen (Request.after). */
@@ -328,6 +330,14 @@ async function runProcesses(
     const primaryPlanned = (listening[ids.indexOf(primary)] as Promise<string>).then(() =>
       primaryChild.send(JSON.stringify(plan(primary)))
     );
+    // With failover every branch may lead: each is told where every other listens, once it has its plan.
+    const planned = !options.failover ? [] : branches.map(async (child, index) => {
+      const id = ids[index] as number;
+      await (listening[index] as Promise<string>);
+      if (id === primary) await primaryPlanned;
+      else await child.send(JSON.stringify(plan(id)));
+    });
+    for (const promise of planned) promise.catch(() => {});
     // Awaited by the tasks below; if they all fail first (a branch died), the run fails for that reason.
     primaryPlanned.catch(() => {});
     // Each branch is told its plan, the customer process its address, and the primary where a backup
@@ -339,6 +349,14 @@ async function runProcesses(
         const address = await (listening[index] as Promise<string>);
         options.log(`${child.name} (pid ${child.pid}) listening on ${address}`);
         await customer.send(JSON.stringify({ branch: id, address } satisfies CustomerAddress));
+        if (options.failover) {
+          await Promise.all(branches.map(async (other, otherIndex) => {
+            if (otherIndex === index) return;
+            await planned[otherIndex];
+            await other.send(JSON.stringify({ backup: id, address } satisfies BackupAddress));
+          }));
+          return;
+        }
         if (id === primary) return await primaryPlanned;
         await child.send(JSON.stringify(plan(id)));
         await primaryPlanned;
@@ -395,6 +413,9 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
     "--propagation",
     options.propagation,
     ...(recordsClocks(options) ? ["--record-clocks"] : []),
+    ...(options.failover
+      ? ["--failover", "--election-timeout-ms", String(electionTimeoutMs(ids.length))]
+      : []),
   ];
   // With --port-base every process may reach the branches' ports and no others (a branch listens on its
   // own and links to the others'). Free ports are not known in advance, so then any loopback port.
@@ -425,9 +446,21 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
     concurrent: options.concurrent,
     session: options.session,
     clocks: recordsClocks(options),
+    // Retries that back off to a second each outlast an election (see electionTimeoutMs) several times.
+    ...(options.failover ? { attempts: 20 } : {}),
   };
   customer.send(JSON.stringify(input)).catch(() => {});
   return { customer, branches };
+}
+
+/**
+ * With failover, how long a backup of a bank of `branches` hears nothing from its primary before it stands:
+ * 300 ms, and 40 ms a branch beyond that, since the primary's heartbeats to many backups, and the backups
+ * themselves, share the machine's cores (with 50 branches on 2 cores, 300 ms went by without a heartbeat
+ * while the run started, and the backups deposed a primary that was fine).
+ */
+function electionTimeoutMs(branches: number): number {
+  return Math.max(300, 40 * branches);
 }
 
 async function everyBranchServing(customer: Child): Promise<void> {

@@ -43,6 +43,8 @@ Runs one branch: a gRPC server holding a replica of the account's balance.
                        README's Failover section): a backup that hears nothing from it for 300 to 600 ms
                        stands, and wins with a majority's votes; the primary sends a heartbeat every 50
                        ms. Give every branch of the bank this flag, and each one every other as --peer
+  --election-timeout-ms MS  with --failover: silence from the primary before a backup stands, at least MS
+                       and at most twice it (default 300; main gives 40 per branch beyond 300)
   --control-stdin      (used by main) read peers from stdin, stop when stdin closes
 
 Prints one JSON line, such as {"branch":2,"listening":"127.0.0.1:50002"}, on stdout once listening,
@@ -50,13 +52,19 @@ and serves customers (health: SERVING) once its links are up: the primary opens 
 
 const SHUTDOWN_GRACE_MS = 2_000;
 
+/** Failover's tick: the core counts time in these (see --election-timeout-ms). */
+const TICK_MS = 10;
+
 /**
- * Failover's timing with `--failover`: a tick every 10 ms; a heartbeat every 5 ticks; a backup stands after
- * 30 to 60 ticks without one. The timeout is several heartbeats, so that a late one or two (a busy event
- * loop, a garbage collection) elect nobody, and short enough that a killed primary is replaced within a
- * second.
+ * Failover's timing for an election timeout of `timeoutMs`: a backup stands after one to two of them
+ * without a heartbeat, and the primary sends one every sixth of it (every 50 ms by default), so that a late
+ * heartbeat or two (a busy event loop, a garbage collection) elect nobody.
  */
-const FAILOVER = { election: { timeoutTicks: 30, heartbeatTicks: 5 }, tickMs: 10 } as const;
+function failoverTiming(timeoutMs: number) {
+  const timeoutTicks = Math.max(2, Math.ceil(timeoutMs / TICK_MS));
+  const heartbeatTicks = Math.max(1, Math.floor(timeoutTicks / 6));
+  return { election: { timeoutTicks, heartbeatTicks }, tickMs: TICK_MS };
+}
 
 /** Runs a branch with the given arguments until it is told to stop; returns the exit code. */
 export async function runBranch(args: readonly string[]): Promise<number> {
@@ -73,6 +81,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
     "data-dir": { type: "string" },
     "control-stdin": { type: "boolean" },
     failover: { type: "boolean" },
+    "election-timeout-ms": { type: "string" },
     help: { type: "boolean" },
   });
   if (values.help) {
@@ -86,6 +95,10 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   if (peers.has(id)) throw new UsageError(`--peer: branch ${id} cannot be its own peer`);
   const deadlineMs = durationFlag("deadline-ms", values["deadline-ms"], 5_000);
   const startTimeoutMs = durationFlag("start-timeout-ms", values["start-timeout-ms"], 60_000);
+  const electionTimeoutMs = durationFlag("election-timeout-ms", values["election-timeout-ms"], 300);
+  if (values["election-timeout-ms"] !== undefined && !values.failover) {
+    throw new UsageError("--election-timeout-ms: only with --failover");
+  }
   const reads = values.reads ?? "commit";
   if (reads !== "commit" && reads !== "local") {
     throw new UsageError(`--reads: expected commit or local, got "${reads}"`);
@@ -96,9 +109,6 @@ export async function runBranch(args: readonly string[]): Promise<number> {
   }
   // Started by hand, SIGINT or SIGTERM stops the branch gracefully from here on, even while it waits for
   // its links; under main, stdin closing stops it instead (and it ignores SIGINT).
-  if (values.failover && values["control-stdin"]) {
-    throw new UsageError("--failover: branches started by main run without failover (for now)");
-  }
   const stopRequested = values["control-stdin"] ? undefined : signalled();
   if (values["data-dir"] === "") {
     throw new UsageError("--data-dir: expected a directory, got an empty string");
@@ -116,7 +126,7 @@ export async function runBranch(args: readonly string[]): Promise<number> {
       propagation,
       recordClocks: values["record-clocks"] ?? false,
       dataDir: values["data-dir"] ?? temporary as string,
-      ...(values.failover ? { failover: FAILOVER } : {}),
+      ...(values.failover ? { failover: failoverTiming(electionTimeoutMs) } : {}),
     }, { peers, startTimeoutMs, stopRequested, control: values["control-stdin"] === true });
   } finally {
     if (temporary !== undefined) await Deno.remove(temporary, { recursive: true });
@@ -168,7 +178,10 @@ export interface BranchPlan {
   readonly peers: readonly number[];
 }
 
-/** Each next line, to the primary only: where one backup listens, sent as soon as it does. */
+/**
+ * Each next line, to the primary only (with failover, to every branch, about every other): where one
+ * backup listens, sent as soon as it does.
+ */
 export interface BackupAddress {
   readonly backup: number;
   /** host:port */

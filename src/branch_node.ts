@@ -152,6 +152,13 @@ export class BranchNode {
   /** With failover: the timer that feeds the core its ticks. */
   #ticker: ReturnType<typeof setInterval> | undefined;
   /**
+   * With failover: whether ticks reach the core. On a bank's first start a backup waits for view 0's
+   * primary as long as it would without failover (the start timeout), rather than an election timeout:
+   * its processes may all still be starting (fifty of them take seconds on two cores).
+   */
+  #ticking = true;
+  #firstContact: ReturnType<typeof setTimeout> | undefined;
+  /**
    * At the primary: the backups whose link is up and who have been sent, or are held (#holding), the whole log
    * written so far.
    */
@@ -306,7 +313,14 @@ export class BranchNode {
         if (refusal !== undefined) link.refuse(refusal);
       }
       if (isPrimary(this.#current())) this.#becomePrimary(state.view);
-      this.#ticker = setInterval(() => this.#feed({ type: "tick" }), failover.tickMs);
+      const current = this.#current();
+      if (current.view === 0 && current.primary !== undefined && !isPrimary(current)) {
+        this.#ticking = false;
+        this.#firstContact = setTimeout(() => (this.#ticking = true), timeoutMs);
+      }
+      this.#ticker = setInterval(() => {
+        if (this.#ticking) this.#feed({ type: "tick" });
+      }, failover.tickMs);
       this.#serving = true;
       this.#server.setServing(true);
       return;
@@ -369,6 +383,7 @@ export class BranchNode {
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
     clearInterval(this.#ticker);
+    clearTimeout(this.#firstContact);
     for (const relink of this.#relinks.values()) clearTimeout(relink.timer);
     // Nothing more is sent while the server drains: what backups are held has no one to wait for it.
     clearTimeout(this.#heldTimer);
@@ -514,6 +529,9 @@ export class BranchNode {
     this.#write();
     if (answer instanceof RpcError) return answer;
     assert(answer?.type === "accept", `a link was answered with ${answer?.type}`);
+    // A primary has been heard from: from now on, silence counts.
+    this.#ticking = true;
+    clearTimeout(this.#firstContact);
     return { position: answer.last.position, view: answer.last.view, commit: answer.commit };
   }
 

@@ -58,6 +58,11 @@ export interface CustomerInput {
    * as one {@linkcode CustomerClocks} line after the final states, if those are asked for too.
    */
   readonly clocks: boolean;
+  /**
+   * How many times a request is sent at most (default 4): with failover, enough for the retries to outlast
+   * an election.
+   */
+  readonly attempts?: number;
 }
 
 /** The line the customer process prints last when asked for clock events: every process's. */
@@ -139,6 +144,7 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
       concurrent,
       session,
       carrySession: plan.session,
+      ...(plan.attempts === undefined ? {} : { attempts: plan.attempts }),
       onResult: (result, entry) => console.log(JSON.stringify({ entry, result } satisfies CustomerResult)),
       ...(clocks === undefined ? {} : { clocks }),
     });

@@ -37,6 +37,8 @@ received to the output file.
                        client-centric exercise): a customer that moves on may read a stale balance
   --no-session         customers do not send what they have seen (Request.after) with their requests:
                        with --propagation async, reads at another branch may miss their own updates
+  --failover           branches replace a primary that stops answering by election (see branch.ts
+                       --failover); without it the lowest id is the primary for good
   --port-base N        branch ID listens on 127.0.0.1:N+ID (default: free ports)
   --deadline-ms MS     deadline of each attempt of a request (default 10000); an update forwarded to
                        the primary gets half of it, and an entry sent to a backup a quarter
@@ -92,6 +94,7 @@ async function runMain(args: readonly string[]): Promise<number> {
     concurrent: { type: "boolean" },
     propagation: { type: "string" },
     "no-session": { type: "boolean" },
+    failover: { type: "boolean" },
     format: { type: "string" },
     "port-base": { type: "string" },
     "deadline-ms": { type: "string" },
@@ -131,6 +134,7 @@ async function runMain(args: readonly string[]): Promise<number> {
       concurrent: values.concurrent ?? false,
       propagation,
       session: !values["no-session"],
+      failover: values.failover ?? false,
       format,
       portBase: values["port-base"] === undefined
         ? undefined

@@ -9,7 +9,7 @@
 
 import { assertEquals, assertMatch, assertOk } from "./_assert.ts";
 import { Bank } from "./_bank.ts";
-import { tempDir } from "./_processes.ts";
+import { makeInput, ROOT, runEntry, tempDir } from "./_processes.ts";
 import { isNoOp } from "../src/branch_core.ts";
 import { checkHistory } from "../src/checker.ts";
 import { connectAll, finalStates, runCustomers, type TimedResult } from "../src/customer_run.ts";
@@ -166,4 +166,44 @@ Deno.test("with --failover, a backup whose data directory is deleted rejoins emp
   } finally {
     for (const client of clients.values()) client.close();
   }
+});
+
+Deno.test("main.ts --failover answers as without it, and a concurrent run's history holds", async () => {
+  await using dir = await tempDir();
+  const plain = await runEntry("main.ts", [`${ROOT}/Input.json`, "--output", `${dir.path}/plain.txt`]);
+  assertEquals(plain.code, 0, plain.stderr);
+  const failover = await runEntry("main.ts", [
+    `${ROOT}/Input.json`,
+    "--failover",
+    "--output",
+    `${dir.path}/failover.txt`,
+  ]);
+  assertEquals(failover.code, 0, failover.stderr);
+  assertEquals(
+    await Deno.readTextFile(`${dir.path}/failover.txt`),
+    await Deno.readTextFile(`${dir.path}/plain.txt`),
+  );
+  // Eight customers at once on five branches, every branch told where every other listens.
+  const customers = Array.from({ length: 8 }, (_, index) => ({
+    id: index + 1,
+    type: "customer",
+    events: [
+      { interface: "deposit", money: 10 + index, dest: index % 5 + 1 },
+      { interface: "withdraw", money: 300, dest: (index + 2) % 5 + 1 },
+      { interface: "query", dest: (index + 3) % 5 + 1 },
+    ],
+  }));
+  await Deno.writeTextFile(`${dir.path}/eight.json`, makeInput(5, 100, customers));
+  const flags = [
+    "--failover",
+    "--concurrent",
+    "--output",
+    `${dir.path}/eight.txt`,
+    "--history",
+    `${dir.path}/h.jsonl`,
+  ];
+  const run = await runEntry("main.ts", [`${dir.path}/eight.json`, ...flags]);
+  assertEquals(run.code, 0, run.stderr);
+  const check = await runEntry("main.ts", ["check", `${dir.path}/h.jsonl`]);
+  assertEquals(check.code, 0, check.stdout + check.stderr);
 });
