@@ -6,6 +6,9 @@
  */
 
 import { freePorts, startBranch, type StartedBranch } from "./_processes.ts";
+import type { CustomerEntry } from "../src/input.ts";
+import type { Random } from "../src/random.ts";
+import type { BranchClient, WireStatus } from "../src/transport.ts";
 
 /** `size` branches, ids 1 to `size` (1 is the primary), each starting with `balance`. */
 export class Bank {
@@ -74,5 +77,42 @@ export class Bank {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await Promise.all([...this.branches.values()].map((branch) => branch.stop()));
+  }
+}
+
+/**
+ * `entries` customer entries (ids from `firstCustomer`) of six seeded random updates and queries each, sent
+ * to the branches in `to`.
+ */
+export function workload(
+  random: Random,
+  entries: number,
+  to: readonly number[],
+  firstCustomer: number,
+): CustomerEntry[] {
+  return Array.from({ length: entries }, (_, index) => ({
+    id: firstCustomer + index,
+    events: Array.from({ length: 6 }, () => {
+      const kind = random.pick(["query", "deposit", "withdraw"] as const);
+      return {
+        id: undefined,
+        interface: kind,
+        amount: kind === "query" ? 0 : random.below(300),
+        branch: random.pick(to),
+      };
+    }),
+  }));
+}
+
+/** The branch's status once `ready` holds of it, asked every 20 ms for up to 5 s. */
+export async function statusUntil(
+  client: BranchClient,
+  ready: (status: WireStatus) => boolean,
+  deadlineMs = 2_000,
+): Promise<WireStatus> {
+  for (let attempt = 1;; attempt++) {
+    const status = await client.status(deadlineMs);
+    if (ready(status) || attempt === 250) return status;
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }

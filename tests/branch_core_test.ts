@@ -1,31 +1,16 @@
 import { assertEquals, assertMatch, assertOk, assertThrows } from "./_assert.ts";
+import { run } from "./_core.ts";
 import {
   type BranchInput,
   type BranchOutput,
-  type BranchState,
   type Entry,
   initialState,
   isPrimary,
   Remembered,
   sendAtOnce,
-  step,
   Timeline,
   type Update,
 } from "../src/branch_core.ts";
-
-/** Steps `state` through `inputs`, returning the final state and every output in order. */
-function run(
-  state: BranchState,
-  inputs: readonly BranchInput[],
-): { state: BranchState; outbox: BranchOutput[] } {
-  const outbox: BranchOutput[] = [];
-  for (const input of inputs) {
-    const result = step(state, input);
-    state = result.state;
-    outbox.push(...result.outbox);
-  }
-  return { state, outbox };
-}
 
 const deposit = (requestId: number, amount: number): BranchInput => ({
   type: "request",

@@ -8,7 +8,7 @@
  */
 
 import { assertEquals, assertMatch, assertOk } from "./_assert.ts";
-import { Bank } from "./_bank.ts";
+import { Bank, statusUntil, workload } from "./_bank.ts";
 import { runEntry, tempDir } from "./_processes.ts";
 import { Random } from "../src/random.ts";
 import { checkHistory } from "../src/checker.ts";
@@ -16,33 +16,12 @@ import { connectAll, finalStates, runCustomers, type TimedResult } from "../src/
 import { historyOf } from "../src/history.ts";
 import type { CustomerEntry, Scenario } from "../src/input.ts";
 import { Storage } from "../src/storage.ts";
-import { BranchClient, type RpcError, type WireResponse, type WireStatus } from "../src/transport.ts";
+import { BranchClient, type RpcError, type WireResponse } from "../src/transport.ts";
 
 const BALANCE = 1_000;
 const DEADLINE_MS = 2_000;
 /** The bank these tests run: three branches, 1 the primary. */
 const THREE = { size: 3, balance: BALANCE, deadlineMs: DEADLINE_MS };
-
-/** `entries` customer entries of seeded random updates and queries, sent to the branches in `to`. */
-function workload(
-  random: Random,
-  entries: number,
-  to: readonly number[],
-  firstCustomer: number,
-): CustomerEntry[] {
-  return Array.from({ length: entries }, (_, index) => ({
-    id: firstCustomer + index,
-    events: Array.from({ length: 6 }, () => {
-      const kind = random.pick(["query", "deposit", "withdraw"] as const);
-      return {
-        id: undefined,
-        interface: kind,
-        amount: kind === "query" ? 0 : random.below(300),
-        branch: random.pick(to),
-      };
-    }),
-  }));
-}
 
 /**
  * What happens to the victim: killed with SIGKILL and started again on its directory; the same with its
@@ -224,18 +203,6 @@ Deno.test("a retry after the primary restarts gets the first answer, for a depos
     client.close();
   }
 });
-
-/** The branch's status once `ready` holds of it, asked every 20 ms for up to 5 s. */
-async function statusUntil(
-  client: BranchClient,
-  ready: (status: WireStatus) => boolean,
-): Promise<WireStatus> {
-  for (let attempt = 1;; attempt++) {
-    const status = await client.status(DEADLINE_MS);
-    if (ready(status) || attempt === 250) return status;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 /** `call`, retried every 100 ms for up to 10 s while it fails (the backup relinking to the new primary). */
 async function retrying<T>(call: () => Promise<T>): Promise<T> {

@@ -2,9 +2,12 @@
  * Failover in the pure core: elections, the rules that keep them safe, and what a primary of an earlier
  * view does when it learns of a later one. Each test steps cores by hand; the simulator runs them together
  * under faults (tests/simulator_test.ts).
+ *
+ * @module
  */
 
 import { assertEquals, assertOk, assertThrows } from "./_assert.ts";
+import { run } from "./_core.ts";
 import {
   type BranchInput,
   type BranchOutput,
@@ -23,19 +26,6 @@ const ELECTION: Election = { timeoutTicks: 10, heartbeatTicks: 3 };
 const TICK: BranchInput = { type: "tick" };
 const SYNCED: BranchInput = { type: "synced" };
 const DEPOSIT_10: Update = { kind: "deposit", amount: 10 };
-
-function run(
-  state: BranchState,
-  inputs: readonly BranchInput[],
-): { state: BranchState; outbox: BranchOutput[] } {
-  const outbox: BranchOutput[] = [];
-  for (const input of inputs) {
-    const result = step(state, input);
-    state = result.state;
-    outbox.push(...result.outbox);
-  }
-  return { state, outbox };
-}
 
 /** Branch `id` of branches 1..`count`, with failover, from `recovered`. */
 function branch(id: number, count: number, recovered?: Recovered): BranchState {

@@ -8,7 +8,7 @@
  */
 
 import { assertEquals, assertMatch, assertOk } from "./_assert.ts";
-import { Bank } from "./_bank.ts";
+import { Bank, statusUntil, workload } from "./_bank.ts";
 import { makeInput, ROOT, runEntry, tempDir } from "./_processes.ts";
 import { isNoOp } from "../src/branch_core.ts";
 import { checkHistory } from "../src/checker.ts";
@@ -17,59 +17,31 @@ import { historyOf } from "../src/history.ts";
 import type { CustomerEntry, Scenario } from "../src/input.ts";
 import { Random } from "../src/random.ts";
 import { Storage } from "../src/storage.ts";
-import type { BranchClient, WireStatus } from "../src/transport.ts";
+import type { BranchClient } from "../src/transport.ts";
 
 const BALANCE = 1_000;
 const DEADLINE_MS = 2_000;
+/** The bank of these tests: three branches with failover. */
+const THREE = { size: 3, balance: BALANCE, deadlineMs: DEADLINE_MS, flags: ["--failover"] };
 
-/** `entries` customer entries of seeded random updates and queries, sent to the branches in `to`. */
-function workload(
-  random: Random,
-  entries: number,
-  to: readonly number[],
-  firstCustomer: number,
-): CustomerEntry[] {
-  return Array.from({ length: entries }, (_, index) => ({
-    id: firstCustomer + index,
-    events: Array.from({ length: 6 }, () => {
-      const kind = random.pick(["query", "deposit", "withdraw"] as const);
-      return {
-        id: undefined,
-        interface: kind,
-        amount: kind === "query" ? 0 : random.below(300),
-        branch: random.pick(to),
-      };
-    }),
-  }));
-}
-
-/** Polls `client`'s status (every 20 ms, for at most 10 s) until `done` holds; returns the last one. */
-async function statusUntil(client: BranchClient, done: (status: WireStatus) => boolean): Promise<WireStatus> {
-  let status = await client.status(DEADLINE_MS);
-  for (let polls = 0; polls < 500 && !done(status); polls++) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    status = await client.status(DEADLINE_MS);
-  }
-  return status;
+/**
+ * Customers acting at once, with enough attempts to outlast an election: a request whose branch has no
+ * primary yet is refused with UNAVAILABLE and retried with the same request id.
+ */
+function acting(session: { seen: number }) {
+  return { deadlineMs: DEADLINE_MS, concurrent: true, session, attempts: 12 };
 }
 
 Deno.test("with --failover, a killed primary is replaced by election, and rejoins as a backup; nothing acknowledged is lost", async () => {
   const seed = Number(Deno.env.get("BANK_SEED") ?? 1);
   const random = new Random(seed);
   await using dir = await tempDir();
-  await using bank = new Bank(dir.path, {
-    size: 3,
-    balance: BALANCE,
-    deadlineMs: DEADLINE_MS,
-    flags: ["--failover"],
-  });
+  await using bank = new Bank(dir.path, THREE);
   await bank.startAll();
   const clients = connectAll(bank.addresses());
   try {
     const session = { seen: 0 };
-    // Enough attempts to outlast an election: a request whose branch has no primary yet is refused with
-    // UNAVAILABLE and retried with the same request id.
-    const options = { deadlineMs: DEADLINE_MS, concurrent: true, session, attempts: 12 };
+    const options = acting(session);
     const phases = [
       workload(random, 4, [1, 2, 3], 1),
       workload(random, 4, [2, 3], 11),
@@ -121,17 +93,12 @@ Deno.test("with --failover, a killed primary is replaced by election, and rejoin
 
 Deno.test("with --failover, a backup whose data directory is deleted rejoins empty and is rebuilt from the primary", async () => {
   await using dir = await tempDir();
-  await using bank = new Bank(dir.path, {
-    size: 3,
-    balance: BALANCE,
-    deadlineMs: DEADLINE_MS,
-    flags: ["--failover"],
-  });
+  await using bank = new Bank(dir.path, THREE);
   await bank.startAll();
   const clients = connectAll(bank.addresses());
   try {
     const session = { seen: 0 };
-    const options = { deadlineMs: DEADLINE_MS, concurrent: true, session, attempts: 12 };
+    const options = acting(session);
     const random = new Random(7);
     const phases = [workload(random, 3, [1, 2], 1), workload(random, 3, [1, 2], 11)] as [
       CustomerEntry[],
