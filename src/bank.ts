@@ -447,7 +447,8 @@ function startChildren(scenario: Scenario, options: BankRunOptions): { customer:
     session: options.session,
     clocks: recordsClocks(options),
     // Retries that back off to a second each outlast an election (see electionTimeoutMs) several times.
-    ...(options.failover ? { attempts: 20 } : {}),
+    // A request that fails at its branch goes on to the next: the branch may be down for good.
+    ...(options.failover ? { attempts: 20, moveOn: true } : {}),
   };
   customer.send(JSON.stringify(input)).catch(() => {});
   return { customer, branches };

@@ -63,6 +63,8 @@ export interface CustomerInput {
    * an election.
    */
   readonly attempts?: number;
+  /** Whether a request that fails at its branch goes on to the next (see CustomerRunOptions.moveOn). */
+  readonly moveOn?: boolean;
 }
 
 /** The line the customer process prints last when asked for clock events: every process's. */
@@ -145,6 +147,7 @@ export async function runCustomer(args: readonly string[]): Promise<number> {
       session,
       carrySession: plan.session,
       ...(plan.attempts === undefined ? {} : { attempts: plan.attempts }),
+      moveOn: plan.moveOn ?? false,
       onResult: (result, entry) => console.log(JSON.stringify({ entry, result } satisfies CustomerResult)),
       ...(clocks === undefined ? {} : { clocks }),
     });

@@ -53,6 +53,13 @@ export interface CustomerRunOptions {
   /** How many times a request is sent at most (default 4). */
   readonly attempts?: number;
   /**
+   * With failover: after two attempts in a row at a branch fail (unreachable, or without a primary), the
+   * request goes to the next branch (by id, round), with the same request id, so that a branch that is down
+   * for good does not hold up its customers. The reply then names the branch that answered. Default false:
+   * every attempt goes to the event's branch.
+   */
+  readonly moveOn?: boolean;
+  /**
    * Each customer's Lamport clock, by customer id, made (recording its events) when the customer first
    * acts: the caller reads them once the run is done. Without it the clocks run unrecorded.
    */
@@ -138,10 +145,9 @@ export async function runCustomers(
     const clock = clocks.get(entry.id) ?? new LamportClock({ record: options.clocks !== undefined });
     clocks.set(entry.id, clock);
     for (const [eventIndex, event] of entry.events.entries()) {
-      const client = clients.get(event.branch);
-      if (client === undefined) throw new CustomerError(`no address for branch ${event.branch}`);
+      if (!clients.has(event.branch)) throw new CustomerError(`no address for branch ${event.branch}`);
       const requestId = (firstRequest[index] as number) + eventIndex;
-      const reply = await send(client, entry.id, eventIndex, event, requestId, session, {
+      const reply = await send(clients, entry.id, eventIndex, event, requestId, session, {
         ...options,
         clock,
       });
@@ -167,16 +173,16 @@ export function finalStates(
   session: Session,
   deadlineMs: number,
 ): Promise<HistoryFinal[]> {
-  return Promise.all([...clients].map(async ([branch, client]) => {
+  return Promise.all([...clients.keys()].map(async (branch) => {
     const event = { id: undefined, interface: "query", amount: 0, branch } as const;
     const options = { deadlineMs, clock: new LamportClock() };
-    const { balance, position } = await send(client, 0, 0, event, 0, { ...session }, options);
+    const { balance, position } = await send(clients, 0, 0, event, 0, { ...session }, options);
     return { type: "final", branch, balance, position } as const;
   }));
 }
 
 async function send(
-  client: BranchClient,
+  clients: ReadonlyMap<number, BranchClient>,
   customer: number,
   index: number,
   event: Event,
@@ -187,10 +193,13 @@ async function send(
     readonly clock: LamportClock;
     readonly attempts?: number;
     readonly carrySession?: boolean;
+    readonly moveOn?: boolean;
   },
 ): Promise<TimedReply> {
-  const { deadlineMs, clock, attempts = ATTEMPTS, carrySession = true } = options;
-  const to: ProcessRef = { type: "branch", id: event.branch };
+  const { deadlineMs, clock, attempts = ATTEMPTS, carrySession = true, moveOn = false } = options;
+  const ids = [...clients.keys()].sort((a, b) => a - b);
+  let branch = event.branch;
+  let to: ProcessRef = { type: "branch", id: branch };
   const about = { customer, request: requestId };
   const where = `customer ${customer}, event ${
     event.id ?? `#${index}`
@@ -210,7 +219,7 @@ async function send(
     try {
       // Each try is a message of its own, with the clock of its sending.
       const sent = clock.send(to, { message: "request", interface: event.interface, about });
-      response = await client.deliver({ ...request, clock: sent }, deadlineMs);
+      response = await (clients.get(branch) as BranchClient).deliver({ ...request, clock: sent }, deadlineMs);
       break;
     } catch (error) {
       // A branch that was unreachable, or did not answer in time, may have applied the update or not: the
@@ -222,6 +231,10 @@ async function send(
       await new Promise((resolve) =>
         setTimeout(resolve, Math.min(BACKOFF_MAX_MS, BACKOFF_MS * 2 ** (attempt - 1)))
       );
+      if (moveOn && attempt % 2 === 0) {
+        branch = ids[(ids.indexOf(branch) + 1) % ids.length] as number;
+        to = { type: "branch", id: branch };
+      }
     }
   }
   const complete = performance.now();
@@ -232,7 +245,7 @@ async function send(
     throw new CustomerError(`${where}: malformed reply ${JSON.stringify(response)}`);
   }
   session.seen = Math.max(session.seen, position);
-  const { interface: kind, branch } = event;
+  const { interface: kind } = event;
   const { success } = response;
   return { interface: kind, branch, success, balance, position, requestId, invoke, complete };
 }

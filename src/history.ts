@@ -187,7 +187,8 @@ export function historyOf(
         entry,
         event,
         eventId: asked.id ?? null,
-        branch: asked.branch,
+        // The branch that answered: the event's, unless the customer moved on from it (see moveOn).
+        branch: reply.branch,
         interface: asked.interface,
         amount: asked.amount,
         invoke: reply.invoke,

@@ -4,11 +4,13 @@
  * with SIGSTOP and resumed; then the whole history and every replica go through the checker. Used by
  * tests/fault_harness_test.ts (one run, in CI) and `deno task faults` (many runs, with a report).
  *
- * The branches run with `--failover`. One fault at a time, so that a majority is always up; the first
- * kills the primary, so that every run meets that case. A killed primary stays down until the others have
- * elected a new one and serve again (a query at another branch, which needs the new primary's commit
- * position and its confirmation that it still leads, is answered): the harness measures that time. Then
- * it is started again on its directory, and rejoins as a backup.
+ * The branches run with `--failover`. The first fault kills the primary, so that every run meets that case,
+ * and it stays down until the faults are over: the others elect a new one, and the customers move on from
+ * it to other branches (CustomerRunOptions.moveOn). The harness measures the time until the bank serves
+ * again (a query at another branch, which needs the new primary's commit position and its confirmation
+ * that it still leads, is answered). The other faults come one at a time, each followed by a restart or a
+ * resume, so that a majority is always up. At the end the primary killed for good is started again on its
+ * directory, and rejoins as a backup.
  *
  * @module
  */
@@ -92,13 +94,16 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessReport
   try {
     await Promise.all([...clients.values()].map((client) => client.waitUntilServing(10_000)));
     const injected: { kind: "kill" | "pause"; branch: number; primary: boolean }[] = [];
+    /** The primary killed for good, until the faults are over (one at most: a majority stays up). */
+    const down: number[] = [];
     const recoveriesMs: number[] = [];
     let faulting = true;
     const faulted = (async () => {
       for (let fault = 0; fault < faults; fault++) {
         await sleep(100 + random.below(200));
         const primary = await currentPrimary();
-        const branch = fault === 0 && primary !== undefined ? primary : random.pick(bank.ids);
+        const up = bank.ids.filter((id) => !down.includes(id));
+        const branch = fault === 0 && primary !== undefined ? primary : random.pick(up);
         const kind = fault === 0 ? "kill" : random.pick(["kill", "pause"] as const);
         const hold = 100 + random.below(300);
         injected.push({ kind, branch, primary: branch === primary });
@@ -106,19 +111,21 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessReport
           bank.branch(branch).signal("SIGSTOP");
           await sleep(hold);
           bank.branch(branch).signal("SIGCONT");
-        } else if (branch === primary) {
-          // Down until the others serve again under a new primary: then started again, as a backup.
+        } else if (branch === primary && down.length === 0) {
+          // Down for good: the others elect a new primary, and the customers move on to other branches.
           const killed = performance.now();
           await bank.branch(branch).kill();
-          const probed = bank.ids.find((id) => id !== branch) as number;
+          down.push(branch);
+          const probed = up.find((id) => id !== branch) as number;
           recoveriesMs.push(await untilServedThroughPrimary(bank.address(probed), killed));
-          await bank.start(branch);
         } else {
           await bank.branch(branch).kill();
           await sleep(hold);
           await bank.start(branch);
         }
       }
+      // Once the faults are over, the primary killed for good comes back, and rejoins as a backup.
+      for (const id of down.splice(0)) await bank.start(id);
     })().then(
       () => undefined,
       // The bank not serving again after a kill (no primary elected) is a liveness failure of the run.
@@ -126,7 +133,13 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessReport
     ).finally(() => (faulting = false));
     // Customers act at once, in rounds, until the last fault is over: every fault meets requests in flight.
     const session: Session = { seen: 0 };
-    const runOptions = { deadlineMs: DEADLINE_MS, concurrent: true, session, attempts: ATTEMPTS };
+    const runOptions = {
+      deadlineMs: DEADLINE_MS,
+      concurrent: true,
+      session,
+      attempts: ATTEMPTS,
+      moveOn: true,
+    };
     const entries: CustomerEntry[] = [];
     const results: TimedResult[] = [];
     let gaveUp: Error | undefined;
@@ -150,7 +163,9 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessReport
       const violation = stalled ?? `a customer gave up: ${gaveUp?.message}`;
       return { seed, faults: injected, requests: results.length, updates: 0, violation, recoveriesMs };
     }
-    await Promise.all([...clients.values()].map((client) => client.waitUntilServing(10_000)));
+    // Every branch follows one primary and has applied its whole log (the one brought back last included)
+    // before the final queries, which a branch without a primary refuses.
+    await untilSettled([...clients.values()]);
     const finals = await finalStates(clients, session, DEADLINE_MS);
     const scenario: Scenario = {
       branches: bank.ids.map((id) => ({ id, balance: BALANCE })),
@@ -194,6 +209,24 @@ async function untilServedThroughPrimary(address: string, since: number): Promis
   } finally {
     client.close();
   }
+}
+
+/** Waits (every 20 ms, for up to 20 s) until one branch leads every other, all at the same position. */
+async function untilSettled(clients: readonly BranchClient[]): Promise<void> {
+  for (let polls = 0; polls < 1_000; polls++) {
+    const statuses = await Promise.all(
+      clients.map((client) => client.status(DEADLINE_MS).catch(() => undefined)),
+    );
+    const primary = statuses.find((status) => status?.role === "primary");
+    const settled = primary !== undefined &&
+      statuses.every((status) =>
+        status !== undefined && status.view === primary.view && status.position === primary.position &&
+        (status.role === "primary" || status.commit === primary.position)
+      );
+    if (settled) return;
+    await sleep(20);
+  }
+  throw new Error("the branches did not settle on one primary and one log within 20 s");
 }
 
 /** The positions of the no-ops in the log of the stopped branch whose data directory is `directory`. */
