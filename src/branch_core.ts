@@ -624,7 +624,9 @@ export function initialState(id: number, balance: number, options: StateOptions)
     view,
     vote,
     votes: new Set(),
-    quiet: 0,
+    // A backup of view 0's primary by rule has not heard from it yet, so it does not keep it against a
+    // candidate (see voteRequest); the driver keeps it from standing until the bank has had time to start.
+    quiet: election !== undefined && primary !== undefined && primary !== id ? election.timeoutTicks : 0,
     timeout: timeoutOf(election, id, view),
     beat: 0,
     backups: id === primary ? [...peers] : [],

@@ -158,6 +158,8 @@ export class BranchNode {
    */
   #ticking = true;
   #firstContact: ReturnType<typeof setTimeout> | undefined;
+  /** With failover: whether this branch leads, with the links and timers of a primary (see #role). */
+  #leading = false;
   /**
    * At the primary: the backups whose link is up and who have been sent, or are held (#holding), the whole log
    * written so far.
@@ -305,6 +307,11 @@ export class BranchNode {
     // What the disk held is this branch's own: a primary without backups has it committed at once.
     this.#feed({ type: "synced" });
     if (failover !== undefined) {
+      // Set before the links opened early are taken: following one ends the wait (see #followLink).
+      if (state.view === 0 && state.primary !== undefined && !isPrimary(state)) {
+        this.#ticking = false;
+        this.#firstContact = setTimeout(() => (this.#ticking = true), timeoutMs);
+      }
       // Links come and go with elections: the branch serves at once, and refuses (UNAVAILABLE) what needs a
       // primary until it knows one. Links opened early are taken as any later one.
       for (const [peer, link] of [...this.#incoming]) {
@@ -312,12 +319,7 @@ export class BranchNode {
         const refusal = this.#linked(peer, link);
         if (refusal !== undefined) link.refuse(refusal);
       }
-      if (isPrimary(this.#current())) this.#becomePrimary(state.view);
-      const current = this.#current();
-      if (current.view === 0 && current.primary !== undefined && !isPrimary(current)) {
-        this.#ticking = false;
-        this.#firstContact = setTimeout(() => (this.#ticking = true), timeoutMs);
-      }
+      if (isPrimary(this.#current())) this.#becomePrimary();
       this.#ticker = setInterval(() => {
         if (this.#ticking) this.#feed({ type: "tick" });
       }, failover.tickMs);
@@ -419,7 +421,7 @@ export class BranchNode {
       this.#linkFailures.set(backup, cause.message);
       // A backup in a later view refused the link: this branch enters it, and steps down.
       if (cause.view !== undefined && !this.#stopping) this.#feed({ type: "view", view: cause.view });
-      if (this.#stopping || tenure !== this.#tenure) return;
+      if (this.#stopping || tenure !== this.#tenure || !isPrimary(this.#current())) return;
       const relink = this.#relinks.get(backup) ?? { waitMs: RELINK_FIRST_MS };
       this.#log(
         `link with backup ${backup} broke (${cause.message}); opening it again in ${relink.waitMs} ms`,
@@ -431,7 +433,7 @@ export class BranchNode {
     // A backup may be down for any time: each try waits a while, then the link is opened again.
     link.accepted(LINK_ACCEPT_TIMEOUT_MS).then(
       (accepted) => {
-        if (link.broken || tenure !== this.#tenure) return;
+        if (link.broken || tenure !== this.#tenure || !isPrimary(this.#current())) return;
         this.#relinks.delete(backup);
         this.#catchUp(backup, link, accepted);
       },
@@ -862,11 +864,13 @@ export class BranchNode {
   #role(role: Role, view: number): void {
     if (role === "primary") {
       this.#log(`became primary of view ${view}`);
-      return this.#becomePrimary(view);
+      return this.#becomePrimary();
     }
-    if (role === "candidate") this.#log(`standing for primary of view ${view}`);
-    if (this.#links.size > 0 || this.#relinks.size > 0 || this.#live.size > 0) {
-      this.#log(`stepped down: branch ${this.#current().primary ?? "(not known yet)"} leads view ${view}`);
+    if (this.#leading) {
+      // Whatever links it has left (one that broke with a later view is gone already) stop, and none opens.
+      const primary = this.#current().primary;
+      this.#log(`stepped down in view ${view}${primary === undefined ? "" : `: branch ${primary} leads it`}`);
+      this.#leading = false;
       this.#tenure++;
       for (const relink of this.#relinks.values()) clearTimeout(relink.timer);
       this.#relinks.clear();
@@ -880,16 +884,17 @@ export class BranchNode {
         link.abort(new RpcError("UNAVAILABLE", `branch ${this.#options.id} stepped down`));
       }
     }
+    if (role === "candidate") this.#log(`standing for primary of view ${view}`);
   }
 
   /** With failover: this branch is primary of `view`: it opens a link to every branch it knows the address of. */
-  #becomePrimary(view: number): void {
+  #becomePrimary(): void {
+    this.#leading = true;
     this.#tenure++;
     const stored = this.#storage.logId;
     this.#logId = stored ?? newLogId();
     if (stored === undefined) this.#storage.setLogId(this.#logId);
     for (const peer of this.#clients.keys()) this.#openLink(peer);
-    void view;
   }
 
   /** At the primary, with failover: sends `beat` on every live link; each answer confirms its round. */

@@ -23,7 +23,7 @@ position the primary knows to be on its disk).
 Exit codes: 0 every branch answered, 1 one did not (named on stderr), 2 usage.`;
 
 const HEADER =
-  "address               branch  role     view  position  commit  synced  balance  serving  backups";
+  "address               branch  role      view  position  commit  synced  balance  serving  backups";
 
 /** Runs the command; returns the exit code. */
 export async function runStatus(args: readonly string[]): Promise<number> {
@@ -65,7 +65,7 @@ function line(address: string, status: WireStatus): string {
   return [
     address.padEnd(21),
     String(status.id).padEnd(7),
-    status.role.padEnd(8),
+    status.role.padEnd(9),
     String(status.view).padEnd(5),
     String(status.position).padEnd(9),
     String(status.commit).padEnd(7),

@@ -615,7 +615,10 @@ export class Link {
     const failed = new Promise<never>((_, reject) => {
       call.on("error", (error: grpc.ServiceError) => {
         const cause = fromServiceError(error);
-        reject(this.#break(new RpcError(cause.code, `link with ${peer} broke: ${cause.message}`)));
+        // The refuser's view, if it named one, goes with it: the opener of a refused link enters it.
+        reject(
+          this.#break(new RpcError(cause.code, `link with ${peer} broke: ${cause.message}`, cause.view)),
+        );
       });
     });
     this.#accepted = Promise.race([accepted, failed]);
