@@ -54,6 +54,11 @@ export interface Entry {
   readonly key?: string | undefined;
   /** The primary's commit position when it sent the entry: what a backup learns is committed. */
   readonly commit: number;
+  /**
+   * With failover: a keyed update the primary decided failed. It changes no balance; it is in the log so
+   * that whichever branch is primary later gives a retry of it the same answer (see sequence).
+   */
+  readonly failed?: true | undefined;
 }
 
 /** What a branch finds on its disk when it starts: its log, and at the primary its failed decisions. */
@@ -326,6 +331,8 @@ export interface Waiting {
   readonly balance: number;
   /** False until the decision is on the primary's disk: a failed keyed update, before the next sync. */
   readonly durable: boolean;
+  /** The position that must be committed first, when not `position`: a failure's entry (see failedEntry). */
+  readonly commitAt?: number | undefined;
   /**
    * A failed update at a primary that may be replaced: the round of heartbeats a majority must confirm
    * first. A failure reads the balance, and is answered only as a read is (see BranchState.round).
@@ -457,7 +464,7 @@ export class Timeline {
 }
 
 /** A keyed update as the primary decided it. */
-export interface Decided extends Omit<Waiting, "requestId" | "durable" | "round"> {
+export interface Decided extends Omit<Waiting, "requestId" | "durable" | "round" | "commitAt"> {
   readonly update: Update;
 }
 
@@ -598,7 +605,8 @@ export function initialState(id: number, balance: number, options: StateOptions)
   let current = balance;
   let commit = 0;
   for (const { entry, balance: after } of recovered.entries) {
-    assert(applied(current, entry.update) === after, `the log disagrees with itself at ${entry.position}`);
+    const expected = entry.failed ? current : applied(current, entry.update);
+    assert(expected === after, `the log disagrees with itself at ${entry.position}`);
     current = after;
     commit = Math.max(commit, entry.commit);
     if (entry.key !== undefined) decided = decided.with(entry.key, succeeded(entry, after));
@@ -651,7 +659,16 @@ export function initialState(id: number, balance: number, options: StateOptions)
 /** The answer a keyed entry gave, applied at its position leaving `balance`. */
 function succeeded(entry: Entry, balance: number): Decided {
   const { update, position } = entry;
+  // A failure was decided after the positions before its entry, as its answer says (see sequence).
+  if (entry.failed) {
+    return { update, interface: update.kind, success: false, balance, position: position - 1 };
+  }
   return { update, interface: update.kind, success: true, balance, position };
+}
+
+/** The log position of the entry a decided update is in (a failure's follows the positions it reflects). */
+function entryPosition(decided: Decided): number {
+  return decided.success ? decided.position : decided.position + 1;
 }
 
 /**
@@ -873,18 +890,20 @@ function becomePrimary(state: BranchState, outbox: readonly BranchOutput[]): Ste
 const NO_OP: Update = { kind: "deposit", amount: 0 };
 
 /**
- * Whether `entry` is the one a new primary started its view with, which no customer asked for: a deposit
- * of 0 with no key. (A keyless deposit of 0 from a customer looks the same; it changes nothing either.)
+ * Whether `entry` holds no update that succeeded: the one a new primary started its view with (a deposit of
+ * 0 with no key, which no customer asked for; a keyless deposit of 0 from a customer looks the same, and
+ * changes nothing either), or a failed update's (see failedEntry). No reply names its position.
  */
 export function isNoOp(entry: Entry): boolean {
-  return entry.key === undefined && entry.update.kind === NO_OP.kind && entry.update.amount === 0;
+  return entry.failed === true ||
+    (entry.key === undefined && entry.update.kind === NO_OP.kind && entry.update.amount === 0);
 }
 
 /**
  * Enters `view` (at least this branch's) under `primary`, if known: a primary of an earlier view steps
  * down, refusing what it has not answered (a customer retries it with its key, and the new primary answers
- * it once, whether or not it was committed); a failure it decided is forgotten, since the new primary's
- * log may not hold what it was decided against. A new view starts with no vote.
+ * it once, whether or not it was committed: keyed successes and failures are both entries of the log). A
+ * new view starts with no vote.
  */
 function enterView(state: BranchState, view: number, primary: number | undefined): Step {
   assert(view >= state.view, `branch ${state.id} cannot go back from view ${state.view} to ${view}`);
@@ -911,7 +930,6 @@ function enterView(state: BranchState, view: number, primary: number | undefined
       matched: new Map(),
       confirmed: new Map(),
       readFloor: 0,
-      decided: state.decided.filter((decided) => decided.success),
     };
   }
   outbox.push({ type: "role", role: roleOf(next), view });
@@ -1141,12 +1159,14 @@ function sequence(state: BranchState, requestId: number, update: Update, key: st
       return refuse(state, requestId, "INVALID_ARGUMENT", message);
     }
     const { update: _, ...answer } = earlier;
-    // The first answer may still be on its way to the disk; the next sync is after it.
+    // The first answer may still be on its way to the disk; the next sync is after it. With failover a
+    // failure is an entry, answered once that is committed.
+    const inLog = earlier.success || state.election !== undefined;
     const again = {
       ...answer,
       requestId,
-      durable: earlier.success,
-      round: failureRound(state, earlier.success),
+      durable: inLog,
+      ...(inLog ? { commitAt: entryPosition(earlier) } : {}),
     };
     return confirm(
       { ...state, waiting: [...state.waiting, again] },
@@ -1166,9 +1186,10 @@ function sequence(state: BranchState, requestId: number, update: Update, key: st
       success: false,
       balance: state.balance,
       durable: key === undefined,
-      round: failureRound(state, false),
+      round: state.election === undefined ? undefined : state.round + 1,
     };
     if (key === undefined) return confirm({ ...state, waiting: [...state.waiting, answer] }, []);
+    if (state.election !== undefined) return failedEntry(state, requestId, update, key);
     const decided: Decided = {
       update,
       interface: update.kind,
@@ -1191,6 +1212,36 @@ function sequence(state: BranchState, requestId: number, update: Update, key: st
   const next = { ...state, balance, position, balances, views, waiting: [...state.waiting, answer], decided };
   const entry: Entry = { view: state.view, position, update, key, commit: state.commit };
   return release(next, [{ type: "persist", entry: { entry, balance } }]);
+}
+
+/**
+ * With failover: a keyed update decided failed goes into the log, changing nothing, so that every replica
+ * records the answer (in `decided`) and a retry that reaches a later primary fails again, rather than being
+ * decided anew against a balance that has grown. Its answer reflects the positions before the entry, and is
+ * given once the entry is committed: then, too, no other primary had been elected when it was decided.
+ */
+function failedEntry(state: BranchState, requestId: number, update: Update, key: string): Step {
+  const position = state.position + 1;
+  const entry: Entry = { view: state.view, position, update, key, commit: state.commit, failed: true };
+  const decided = succeeded(entry, state.balance);
+  const answer: Waiting = {
+    position: state.position,
+    commitAt: position,
+    requestId,
+    interface: update.kind,
+    success: false,
+    balance: state.balance,
+    durable: true,
+  };
+  const next: BranchState = {
+    ...state,
+    position,
+    balances: state.balances.push(state.balance),
+    views: state.views.push(state.view),
+    waiting: [...state.waiting, answer],
+    decided: state.decided.with(key, decided),
+  };
+  return release(next, [{ type: "persist", entry: { entry, balance: state.balance } }]);
 }
 
 /** At a backup: hand `update` to the primary and wait for its decision. */
@@ -1237,7 +1288,8 @@ function applyEntry(state: BranchState, input: Extract<BranchInput, { type: "ent
       outbox: [...outbox, { type: "refuse", requestId, refusal: { code: "ABORTED", message } }],
     };
   }
-  const balance = applied(next.balance, entry.update);
+  // A failed update's entry changes nothing (see failedEntry).
+  const balance = entry.failed ? next.balance : applied(next.balance, entry.update);
   if (balance === undefined) {
     // The primary accepted this update against its balance, so this replica started from a different one
     // (it was started by hand with another balance). Refuse rather than go below zero.
@@ -1276,7 +1328,7 @@ function truncate(state: BranchState, position: number): BranchState {
     balances: state.balances.take(position + 1),
     views: state.views.take(position + 1),
     synced: Math.min(state.synced, position),
-    decided: state.decided.filter((decided) => decided.position <= position),
+    decided: state.decided.filter((decided) => entryPosition(decided) <= position),
   };
 }
 
@@ -1326,7 +1378,8 @@ function release(state: BranchState, outbox: readonly BranchOutput[]): Step {
   const answered = state.propagation === "sync" ? state.commit : state.synced;
   const round = confirmedRound(state);
   const ready = (answer: Waiting) =>
-    answer.position <= answered && answer.durable && (answer.round === undefined || round >= answer.round);
+    (answer.commitAt ?? answer.position) <= answered && answer.durable &&
+    (answer.round === undefined || round >= answer.round);
   const now = state.waiting.filter(ready);
   if (now.length === 0) return serveReads(state, outbox);
   return serveReads(
@@ -1338,14 +1391,6 @@ function release(state: BranchState, outbox: readonly BranchOutput[]): Step {
       ),
     ],
   );
-}
-
-/**
- * At the primary: the round a failed update waits for (see Waiting.round), with failover; none for an
- * update that succeeded, whose answer waits for its commit instead.
- */
-function failureRound(state: BranchState, success: boolean): number | undefined {
-  return state.election === undefined || success ? undefined : state.round + 1;
 }
 
 /** At the primary: starts the round of heartbeats something waits for, if it may, then release. */

@@ -939,7 +939,16 @@ export class BranchNode {
     const state = this.#state;
     const { id, balance } = this.#options;
     if (state === undefined) {
-      const base = { view: 0, position: 0, commit: 0, synced: 0, balance, serving: false, backups: [] };
+      const base = {
+        view: 0,
+        position: 0,
+        commit: 0,
+        synced: 0,
+        balance,
+        serving: false,
+        backups: [],
+        noops: [],
+      };
       return { id, role: "starting", ...base };
     }
     return {
@@ -956,6 +965,8 @@ export class BranchNode {
         live: this.#live.has(backup),
         matched: state.matched.get(backup) ?? 0,
       })),
+      // Only with failover is there any; a run without it does not read its log for them.
+      noops: this.#options.failover === undefined ? [] : this.#storage.noOps(),
     };
   }
 
@@ -999,13 +1010,14 @@ export class BranchNode {
   #sendEntries(backup: number, link: Link, entries: readonly Entry[], onApplied?: () => void): void {
     const deadlineMs = Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2));
     const to: ProcessRef = { type: "branch", id: backup };
-    const wire = entries.map(({ view, position, update, key, commit }): WireEntry => ({
+    const wire = entries.map(({ view, position, update, key, commit, failed }): WireEntry => ({
       view,
       position,
       interface: update.kind,
       amount: update.amount,
       commit,
       key: key ?? "",
+      failed: failed ?? false,
       clock: this.#clock.send(to, { message: "entry", interface: update.kind, about: this.#about(key) }),
     }));
     const { position: last, update, key } = entries.at(-1) as Entry;

@@ -177,7 +177,9 @@ export function finalStates(
     const event = { id: undefined, interface: "query", amount: 0, branch } as const;
     const options = { deadlineMs, clock: new LamportClock() };
     const { balance, position } = await send(clients, 0, 0, event, 0, { ...session }, options);
-    return { type: "final", branch, balance, position } as const;
+    // With failover the log has positions no reply names; the branch says which (none without).
+    const { noops } = await (clients.get(branch) as BranchClient).status(deadlineMs);
+    return { type: "final", branch, balance, position, ...(noops.length === 0 ? {} : { noops }) } as const;
   }));
 }
 

@@ -11,7 +11,7 @@
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { applied, type Ballot, type Decided, type Entry, type Recovered } from "./branch_core.ts";
+import { applied, type Ballot, type Decided, type Entry, isNoOp, type Recovered } from "./branch_core.ts";
 
 /** The database file in a branch's data directory. */
 const DATABASE_FILE = "bank.sqlite";
@@ -51,9 +51,11 @@ const SCHEMA = `
     amount INTEGER NOT NULL CHECK (amount >= 0),
     key TEXT,
     commit_position INTEGER NOT NULL,
-    balance INTEGER NOT NULL CHECK (balance >= 0)
+    balance INTEGER NOT NULL CHECK (balance >= 0),
+    -- With failover: 1 for a keyed update that failed, which changes no balance (Entry.failed).
+    failed INTEGER NOT NULL DEFAULT 0 CHECK (failed IN (0, 1))
   ) STRICT;
-  -- At the primary: keyed updates that failed. They take no position, so the log does not hold them.
+  -- Without failover, at the primary: keyed updates that failed. They take no position there.
   CREATE TABLE IF NOT EXISTS failure (
     key TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -71,6 +73,7 @@ interface LogRow {
   readonly key: string | null;
   readonly commit_position: number;
   readonly balance: number;
+  readonly failed: number;
 }
 
 interface FailureRow {
@@ -98,7 +101,8 @@ export class Storage {
     this.#directory = directory;
     this.#balance = balance;
     this.#appendEntry = db.prepare(
-      "INSERT INTO log (position, view, kind, amount, key, commit_position, balance) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      "INSERT INTO log (position, view, kind, amount, key, commit_position, balance, failed) " +
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     );
     this.#addFailure = db.prepare(
       "INSERT INTO failure (key, kind, amount, balance, position) VALUES (?, ?, ?, ?, ?)",
@@ -136,6 +140,11 @@ export class Storage {
       // One transaction (one fsync) creates the tables and says whose they are.
       db.exec("BEGIN IMMEDIATE");
       db.exec(SCHEMA);
+      // A database from before failover has no `failed` column: every entry in it succeeded.
+      const columns = db.prepare("PRAGMA table_info(log)").all() as { name: string }[];
+      if (!columns.some(({ name }) => name === "failed")) {
+        db.exec("ALTER TABLE log ADD COLUMN failed INTEGER NOT NULL DEFAULT 0 CHECK (failed IN (0, 1))");
+      }
       meta = new Map(
         (db.prepare("SELECT name, value FROM meta").all() as { name: string; value: number }[])
           .map(({ name, value }) => [name, value]),
@@ -177,7 +186,8 @@ export class Storage {
           `${this.#directory}: the log has position ${row.position} where ${index + 1} belongs`,
         );
       }
-      if (applied(balance, { kind: row.kind, amount: row.amount }) !== row.balance) {
+      const after = row.failed === 1 ? balance : applied(balance, { kind: row.kind, amount: row.amount });
+      if (after !== row.balance) {
         throw new Error(`${this.#directory}: the log does not add up at position ${row.position}`);
       }
       balance = row.balance;
@@ -218,9 +228,19 @@ export class Storage {
         else this.#setMeta.run("vote", vote);
       }
       batch.entries.forEach((entry, index) => {
-        const { position, view, update, key, commit } = entry;
+        const { position, view, update, key, commit, failed } = entry;
         const balance = batch.balances[index] as number;
-        this.#appendEntry.run(position, view, update.kind, update.amount, key ?? null, commit, balance);
+        const row = [
+          position,
+          view,
+          update.kind,
+          update.amount,
+          key ?? null,
+          commit,
+          balance,
+          failed ? 1 : 0,
+        ];
+        this.#appendEntry.run(...row);
       });
       for (const { key, decided } of batch.failures) {
         const { update, balance, position } = decided;
@@ -258,6 +278,14 @@ export class Storage {
     this.#db.prepare("INSERT INTO meta (name, value) VALUES ('log', ?)").run(id);
   }
 
+  /** The positions of the log that hold no update that succeeded (see isNoOp), in order. */
+  noOps(): number[] {
+    return this.#db.prepare("SELECT * FROM log ORDER BY position").all()
+      .map((row) => toEntry(row as unknown as LogRow))
+      .filter(isNoOp)
+      .map(({ position }) => position);
+  }
+
   /** Up to `limit` entries of the log from `position` on, in order (to catch a backup up). */
   entriesFrom(position: number, limit: number): Entry[] {
     return (this.#entriesFrom.all(position, limit) as unknown as LogRow[]).map(toEntry);
@@ -275,5 +303,6 @@ function toEntry(row: LogRow): Entry {
     update: { kind: row.kind, amount: row.amount },
     ...(row.key === null ? {} : { key: row.key }),
     commit: row.commit_position,
+    ...(row.failed === 1 ? { failed: true as const } : {}),
   };
 }

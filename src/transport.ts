@@ -62,6 +62,8 @@ export interface WireStatus {
   readonly balance: number;
   readonly serving: boolean;
   readonly backups: readonly { readonly id: number; readonly live: boolean; readonly matched: number }[];
+  /** The positions on its disk that hold no update that succeeded (see isNoOp in the core). */
+  readonly noops: readonly number[];
 }
 
 /** `Entry` of proto/bank.proto as grpc-js decodes it. */
@@ -75,6 +77,8 @@ export interface WireEntry {
   readonly key?: string;
   /** The sender's Lamport clock for sending this entry; added after the first version, like `key`. */
   readonly clock?: number;
+  /** With failover: the entry of a keyed update that failed (false on arrival from older code). */
+  readonly failed?: boolean;
 }
 
 /** `Forward` of proto/bank.proto as grpc-js decodes it. */

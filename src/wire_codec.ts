@@ -100,10 +100,13 @@ export function decodeEntry(wire: WireEntry): Decoded<Entry> {
   }
   const key = decodeKey(wire.key ?? "");
   if (!key.ok) return key;
+  if (wire.failed === true && key.value === undefined) {
+    return invalid("a failed update's entry names its request");
+  }
   const update = decodeUpdate(wire.interface, wire.amount);
-  return update.ok
-    ? { ok: true, value: { view, position, update: update.value, key: key.value, commit } }
-    : update;
+  if (!update.ok) return update;
+  const failed = wire.failed === true ? { failed: true as const } : {};
+  return { ok: true, value: { view, position, update: update.value, key: key.value, commit, ...failed } };
 }
 
 function decodeUpdate(kind: string, value: number): Decoded<Update> {

@@ -279,8 +279,9 @@ Deno.test("a primary that learns of a later view steps down, refusing what it ha
     outbox.flatMap((output) => output.type === "refuse" ? [[output.requestId, output.refusal.code]] : []),
     [[1, "UNAVAILABLE"], [2, "UNAVAILABLE"], [3, "UNAVAILABLE"]],
   );
-  // The deposit is in its log, so a new primary answers its retry; the failure was this primary's alone.
-  assertOk(state.decided.get("1/1") !== undefined && state.decided.get("1/2") === undefined);
+  // Both keyed updates are entries of its log, the failure one that changes nothing: a later primary that
+  // holds them answers a retry as this one would have; one that does not decides it once.
+  assertEquals([state.decided.get("1/1")?.success, state.decided.get("1/2")?.success], [true, false]);
   // Without a primary, a backup refuses what needs one, so that its customer tries again.
   const forwarded = run(state, [{ type: "request", requestId: 4, interface: "deposit", amount: 5 }]);
   assertEquals(forwarded.outbox.map((output) => output.type === "refuse" && output.refusal.code), [
@@ -324,4 +325,66 @@ Deno.test("a restarted branch keeps its view and vote, and is a backup; only a f
   assertOk(isPrimary(branch(1, 3)));
   // Without failover the lowest id is the primary for good, restarted or not.
   assertOk(isPrimary(initialState(1, 100, { peers: [2, 3], recovered: log([0]) })));
+});
+
+Deno.test("a keyed failure is an entry of the log: answered once committed, and a retry at a later primary fails again", () => {
+  // The primary logs the failure (changing nothing), and answers once a backup holds it too.
+  const primary = run(branch(1, 3), [
+    { type: "request", requestId: 1, interface: "withdraw", amount: 150, key: "c/1" },
+    SYNCED,
+  ]);
+  const failure: Entry = {
+    view: 0,
+    position: 1,
+    update: { kind: "withdraw", amount: 150 },
+    key: "c/1",
+    commit: 0,
+    failed: true,
+  };
+  assertEquals(primary.outbox.filter(({ type }) => type !== "heartbeat"), [
+    { type: "persist", entry: { entry: failure, balance: 100 } },
+  ]);
+  const answered = run(primary.state, [{ type: "replicated", backup: 2, position: 1 }]);
+  assertEquals(answered.outbox, [{
+    type: "reply",
+    requestId: 1,
+    interface: "withdraw",
+    success: false,
+    balance: 100,
+    position: 0,
+  }]);
+  // Found by review: branch 3 becomes primary with that entry in its log, and takes a deposit; a retry (or
+  // a late duplicate) of c/1 reaching it must fail again, not be decided anew against the grown balance.
+  const recovered: Recovered = { entries: [{ entry: failure, balance: 100 }], failures: [] };
+  const { state: candidate } = untilItStands(
+    branch(3, 3, { ...recovered, ballot: { view: 1, vote: undefined } }),
+  );
+  const leading = run(candidate, [
+    { type: "voteAnswer", from: 2, view: 2, granted: true },
+    SYNCED,
+    { type: "replicated", backup: 2, position: 2 },
+    { type: "request", requestId: 5, interface: "deposit", amount: 100, key: "d/1" },
+    SYNCED,
+    { type: "replicated", backup: 2, position: 3 },
+  ]);
+  assertEquals([leading.state.balance, leading.state.commit], [200, 3]);
+  const retried = run(leading.state, [
+    { type: "request", requestId: 6, interface: "withdraw", amount: 150, key: "c/1" },
+  ]);
+  assertEquals(retried.outbox, [{
+    type: "reply",
+    requestId: 6,
+    interface: "withdraw",
+    success: false,
+    balance: 100,
+    position: 0,
+  }]);
+  assertEquals(retried.state.balance, 200);
+  // A backup that applies the entry changes nothing, and records the answer too.
+  const backup = run(branch(2, 3), [{ type: "entry", requestId: 7, entry: failure, from: 1, view: 0 }]);
+  assertEquals([backup.state.balance, backup.state.position, backup.state.decided.get("c/1")?.success], [
+    100,
+    1,
+    false,
+  ]);
 });
