@@ -6,7 +6,7 @@
  * other branches. Because every effect is a value in the outbox, the protocol is tested without a network,
  * and a simulator can drive any interleaving of inputs.
  *
- * The protocol of this version: one branch, the **primary** (the lowest id), orders every update; the
+ * The protocol: one branch, the **primary** (the lowest id, until a failover), orders every update; the
  * others are **backups**. A backup forwards each deposit or withdrawal it receives to the primary. The
  * primary decides it against its balance, gives it the next **log position**, applies it, and sends it as
  * an **entry** to every backup: at once to those a commit or a customer waits on (sendAtOnce), a little
@@ -22,6 +22,9 @@
  * until it has applied that far, and answers with its own balance there. So everything a customer was
  * told has happened is in every later answer, whichever branch gives it: the replies are linearizable,
  * with concurrent customers too. The safety argument, rule by rule, is in the README's protocol section.
+ *
+ * With an {@linkcode Election}, a primary that stops answering is replaced: the views, votes, log repair
+ * and confirmed reads of Raft, each rule commented where it is applied (see Election for the list).
  *
  * The core decides what must be durable (`persist` outputs) but does not write: the driver writes what a
  * turn of its event loop produced in one transaction and then tells the core (`synced`).
@@ -1149,6 +1152,16 @@ function serveReads(state: BranchState, outbox: readonly BranchOutput[]): Step {
 
 /** At the primary: decide `update` against everything sequenced so far, and sequence it if it succeeds. */
 function sequence(state: BranchState, requestId: number, update: Update, key: string | undefined): Step {
+  if (
+    state.election !== undefined && state.view === 0 &&
+    state.matched.size + 1 < majority(state.peers.length + 1)
+  ) {
+    // View 0's primary by rule cannot tell a bank's first start from its own restart with its data directory
+    // emptied: then it holds a log of its own, which the others refuse to link to. Until a majority has
+    // linked it takes no update, so that such a log stays empty and nothing of it meets the bank's.
+    const message = `branch ${state.id} waits for a majority of the branches to link before it takes updates`;
+    return refuse(state, requestId, "UNAVAILABLE", message);
+  }
   const earlier = key === undefined ? undefined : state.decided.get(key);
   if (earlier !== undefined) {
     // A retry (or a duplicate): the first answer again, once it may be given, and nothing applied twice.

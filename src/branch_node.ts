@@ -3,8 +3,9 @@
  * out the core's outbox: replies, forwards and read indexes; writes to disk, one transaction per turn of
  * the event loop (group commit); and at the primary, each turn's entries as one batch, at once to the
  * backups the core names (sendAtOnce) and within HOLD_MAX_MS to the others. It also keeps the primary's
- * links up: a link that breaks is opened again, and the backup is caught up from the primary's disk. No
- * protocol decision is made here.
+ * links up: a link that breaks is opened again, and the backup is caught up from the primary's disk. With
+ * failover it also feeds the core its ticks, sends its votes and heartbeats, and opens or closes the links
+ * as the core says this branch leads or no longer does. No protocol decision is made here.
  *
  * @module
  */
@@ -483,7 +484,8 @@ export class BranchNode {
    */
   #linked(peer: number, link: Link): RpcError | undefined {
     // Before configure() it is not known yet which branch is the primary: configure() decides.
-    const refusal = this.#layout === undefined ? undefined : this.#admit(peer, this.#layout, link);
+    const layout = this.#state ?? this.#layout;
+    const refusal = layout === undefined ? undefined : this.#admit(peer, layout, link);
     if (refusal !== undefined) return refusal;
     // With failover, the core decides whether to follow the opener (its view is at least this branch's).
     const failover = this.#options.failover !== undefined && this.#state !== undefined;
@@ -518,8 +520,8 @@ export class BranchNode {
    * opener (its new view, if it entered one, written first), or why the core refused it.
    */
   #followLink(peer: number, link: Link): Accepted | RpcError {
-    // A disk that names no log yet holds none: it takes the opener's (see #accept).
-    if (this.#storage.logId === undefined && link.logId !== undefined) this.#storage.setLogId(link.logId);
+    // A disk that names no log yet, or holds an empty one, takes the opener's (see #admitLog).
+    if (link.logId !== undefined && this.#storage.logId !== link.logId) this.#storage.setLogId(link.logId);
     let answer: Answering | RpcError | undefined;
     const requestId = this.#nextRequestId++;
     this.#calls.set(requestId, {
@@ -558,8 +560,11 @@ export class BranchNode {
     if (link.logId === undefined) {
       return new RpcError("INVALID_ARGUMENT", "a link must name its log in a bank-log-id header");
     }
-    // A disk that names no log yet holds none: it may take this one (see #accept).
-    if (own !== undefined ? own !== link.logId : state.position > 0) {
+    // A disk that names no log yet holds none: it may take this one (see #accept). With failover, neither
+    // does one whose log is empty: the lowest id restarted with its directory emptied names a log of its own
+    // (see sequence in the core), and must take the bank's when its primary links.
+    const empty = this.#options.failover !== undefined && state.position === 0;
+    if (own !== undefined ? own !== link.logId && !empty : state.position > 0) {
       return new RpcError(
         "FAILED_PRECONDITION",
         `branch ${state.id} holds a copy of log ${
@@ -1092,7 +1097,7 @@ export class BranchNode {
   }
 }
 
-/** The primary of `state`'s bank: this driver runs without failover, where the primary is always known. */
+/** The primary of `state`'s bank without failover, where it is always known (the lowest id). */
 function fixedPrimary(state: BranchState): number {
   assert(state.primary !== undefined, `branch ${state.id} knows of no primary`);
   return state.primary;

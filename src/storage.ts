@@ -273,9 +273,9 @@ export class Storage {
     return row?.value;
   }
 
-  /** Records the id of the log this database holds (see logId); once. */
+  /** Records the id of the log this database holds (see logId): once, or again while its log is empty. */
   setLogId(id: number): void {
-    this.#db.prepare("INSERT INTO meta (name, value) VALUES ('log', ?)").run(id);
+    this.#db.prepare("INSERT OR REPLACE INTO meta (name, value) VALUES ('log', ?)").run(id);
   }
 
   /** The positions of the log that hold no update that succeeded (see isNoOp), in order. */

@@ -60,6 +60,15 @@ function untilItStands(state: BranchState, limit = 100): { state: BranchState; o
 }
 
 const types = (outbox: readonly BranchOutput[]) => outbox.map((output) => output.type);
+
+/** Branch 1 of three on a first start, primary of view 0, with both backups linked at position 0. */
+function linkedPrimary(): BranchState {
+  return run(branch(1, 3), [
+    { type: "linked", backup: 2, position: 0, view: 0, commit: 0 },
+    { type: "linked", backup: 3, position: 0, view: 0, commit: 0 },
+    SYNCED,
+  ]).state;
+}
 const voteRequest = (requestId: number, from: number, view: number, position: number, lastView: number) =>
   ({ type: "voteRequest", requestId, from, view, last: { position, view: lastView } }) as const;
 const votes = (outbox: readonly BranchOutput[]) =>
@@ -265,7 +274,7 @@ Deno.test("a backup refuses a message of an earlier view than its own, naming it
 });
 
 Deno.test("a primary that learns of a later view steps down, refusing what it has not answered", () => {
-  const primary = run(branch(1, 3), [
+  const primary = run(linkedPrimary(), [
     { type: "request", requestId: 1, interface: "deposit", amount: 10, key: "1/1" },
     { type: "request", requestId: 2, interface: "withdraw", amount: 500, key: "1/2" },
     { type: "request", requestId: 3, interface: "query", amount: 0 },
@@ -290,7 +299,7 @@ Deno.test("a primary that learns of a later view steps down, refusing what it ha
 });
 
 Deno.test("a primary answers a read, or a failed update, only once a majority confirms a round sent after it", () => {
-  const primary = run(branch(1, 3), [SYNCED]).state;
+  const primary = linkedPrimary();
   const asked = run(primary, [
     { type: "request", requestId: 1, interface: "withdraw", amount: 500 },
     { type: "request", requestId: 2, interface: "query", amount: 0 },
@@ -329,7 +338,7 @@ Deno.test("a restarted branch keeps its view and vote, and is a backup; only a f
 
 Deno.test("a keyed failure is an entry of the log: answered once committed, and a retry at a later primary fails again", () => {
   // The primary logs the failure (changing nothing), and answers once a backup holds it too.
-  const primary = run(branch(1, 3), [
+  const primary = run(linkedPrimary(), [
     { type: "request", requestId: 1, interface: "withdraw", amount: 150, key: "c/1" },
     SYNCED,
   ]);
@@ -387,4 +396,19 @@ Deno.test("a keyed failure is an entry of the log: answered once committed, and 
     1,
     false,
   ]);
+});
+
+Deno.test("view 0's primary by rule takes no update until a majority has linked: it may be the lowest id restarted empty", () => {
+  const deposit: BranchInput = { type: "request", requestId: 1, interface: "deposit", amount: 5, key: "1/1" };
+  const alone = run(branch(1, 3), [SYNCED, deposit]);
+  assertEquals(alone.outbox.map((output) => output.type === "refuse" && output.refusal.code), [
+    "UNAVAILABLE",
+  ]);
+  assertEquals(alone.state.position, 0);
+  const one = run(branch(1, 3), [
+    { type: "linked", backup: 3, position: 0, view: 0, commit: 0 },
+    SYNCED,
+    deposit,
+  ]);
+  assertEquals(types(one.outbox), ["persist"], "itself and one backup of three");
 });

@@ -185,3 +185,51 @@ Deno.test("main.ts --failover answers as without it, and a concurrent run's hist
   const check = await runEntry("main.ts", ["check", `${dir.path}/h.jsonl`]);
   assertEquals(check.code, 0, check.stdout + check.stderr);
 });
+
+Deno.test("with --failover, the lowest id restarted with its data directory deleted takes no update alone, and rejoins", async () => {
+  // It cannot tell this from a bank's first start: it takes itself for view 0's primary, of a new log, which
+  // the others refuse. It must take no update meanwhile (its log would meet the bank's), and take the bank's
+  // log when the others' new primary links to it.
+  await using dir = await tempDir();
+  await using bank = new Bank(dir.path, THREE);
+  await bank.startAll();
+  const clients = connectAll(bank.addresses());
+  try {
+    const session = { seen: 0 };
+    const random = new Random(11);
+    const phases = [workload(random, 3, [1, 2, 3], 1), workload(random, 3, [1, 2, 3], 11)] as [
+      CustomerEntry[],
+      CustomerEntry[],
+    ];
+    const results = await runCustomers(phases[0], clients, acting(session));
+    await bank.branch(1).kill();
+    await Deno.remove(`${bank.root}/branch-1`, { recursive: true });
+    await bank.start(1);
+    const deposit = { id: 0, interface: "deposit", money: 5, amount: 5, customer_id: 99, request_id: 1 };
+    const alone = await (clients.get(1) as BranchClient).deliver(deposit, DEADLINE_MS).catch((e) => e);
+    assertMatch(String(alone), /UNAVAILABLE/);
+    results.push(...await runCustomers(phases[1], clients, { ...acting(session), moveOn: true }));
+    const leader = await statusUntil(clients.get(2) as BranchClient, (status) => status.view >= 1);
+    const leading = leader.role === "primary"
+      ? leader
+      : await (clients.get(3) as BranchClient).status(DEADLINE_MS);
+    const rejoined = await statusUntil(
+      clients.get(1) as BranchClient,
+      (status) => status.role === "backup" && status.position === leading.position,
+    );
+    assertEquals(
+      [rejoined.role, rejoined.balance],
+      ["backup", leading.balance],
+      JSON.stringify([rejoined, leading]),
+    );
+    const finals = await finalStates(clients, session, DEADLINE_MS);
+    const scenario: Scenario = {
+      branches: bank.ids.map((id) => ({ id, balance: BALANCE })),
+      customers: phases.flat(),
+    };
+    const checked = checkHistory(historyOf(scenario, results, finals));
+    assertOk(checked.ok, `${!checked.ok && checked.violation}`);
+  } finally {
+    for (const client of clients.values()) client.close();
+  }
+});
