@@ -11,7 +11,7 @@
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { applied, type Ballot, type Decided, type Entry, isNoOp, type Recovered } from "./branch_core.ts";
+import { applied, type Ballot, type Decided, type Entry, type Recovered } from "./branch_core.ts";
 
 /** The database file in a branch's data directory. */
 const DATABASE_FILE = "bank.sqlite";
@@ -93,6 +93,7 @@ export class Storage {
   readonly #addFailure: StatementSync;
   readonly #entriesFrom: StatementSync;
   readonly #truncate: StatementSync;
+  readonly #noOps: StatementSync;
   readonly #setMeta: StatementSync;
   readonly #clearMeta: StatementSync;
 
@@ -111,6 +112,10 @@ export class Storage {
       "SELECT * FROM log WHERE position >= ? ORDER BY position LIMIT ?",
     );
     this.#truncate = db.prepare("DELETE FROM log WHERE position > ?");
+    this.#noOps = db.prepare(
+      "SELECT position FROM log WHERE failed = 1 OR (key IS NULL AND kind = 'deposit' AND amount = 0) " +
+        "ORDER BY position",
+    );
     this.#setMeta = db.prepare("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)");
     this.#clearMeta = db.prepare("DELETE FROM meta WHERE name = ?");
   }
@@ -280,10 +285,10 @@ export class Storage {
 
   /** The positions of the log that hold no update that succeeded (see isNoOp), in order. */
   noOps(): number[] {
-    return this.#db.prepare("SELECT * FROM log ORDER BY position").all()
-      .map((row) => toEntry(row as unknown as LogRow))
-      .filter(isNoOp)
-      .map(({ position }) => position);
+    // isNoOp as a query, so that a status does not read the whole log: a failure's entry, or a keyless
+    // deposit of 0 (what a new primary starts its view with).
+    const rows = this.#noOps.all() as { position: number }[];
+    return rows.map(({ position }) => position);
   }
 
   /** Up to `limit` entries of the log from `position` on, in order (to catch a backup up). */

@@ -94,6 +94,16 @@ Deno.test("a ballot and a cut of the log are written in the batch's transaction,
       // A new view starts with no vote.
       again.write({ ballot: { view: 5, vote: undefined }, entries: [], balances: [], failures: [] });
       assertEquals(again.recover().ballot, { view: 5, vote: undefined });
+      // A new primary's first entry and a failure's change nothing: they are the log's no-ops.
+      const noOp = { ...deposit(3, 0, 2), view: 5 };
+      const failure = {
+        ...deposit(4, 0, 2, "8/2"),
+        update: { kind: "withdraw", amount: 900 },
+        failed: true,
+      } as const;
+      again.write({ entries: [noOp, failure], balances: [111, 111], failures: [] });
+      assertEquals(again.noOps(), [3, 4]);
+      assertEquals(again.recover().entries.at(-1), { entry: failure, balance: 111 });
     } finally {
       again.close();
     }
