@@ -43,8 +43,10 @@ import { type Batch, Storage } from "./storage.ts";
 import {
   decodeEntry,
   decodeForward,
+  decodeHeartbeat,
   decodeReadIndex,
   decodeRequest,
+  decodeVoteRequest,
   encodeResponse,
   requestOfKey,
 } from "./wire_codec.ts";
@@ -237,19 +239,16 @@ export class BranchNode {
         status: () => Promise.resolve(node.#status()),
         events: () => node.#recordedEvents(),
         vote: (request) => {
-          const { candidate, view, last_position: position, last_view: lastView } = request;
-          if (![candidate, view, position, lastView].every((n) => Number.isSafeInteger(n) && n >= 0)) {
-            return rejected({ code: "INVALID_ARGUMENT", message: "a vote request names whole numbers only" });
-          }
+          const decoded = decodeVoteRequest(request);
+          if (!decoded.ok) return rejected(decoded.refusal);
           if (options.failover === undefined) {
             return rejected({
               code: "FAILED_PRECONDITION",
               message: `branch ${options.id} runs without failover`,
             });
           }
-          const last = { position, view: lastView };
           return node.#call(
-            (requestId) => ({ type: "voteRequest", requestId, from: candidate, view, last }),
+            (requestId) => ({ type: "voteRequest", requestId, ...decoded.value }),
             (output) => {
               assert(output.type === "vote", `a vote request was answered with an ${output.type}`);
               return { view: output.view, granted: output.granted };
@@ -298,11 +297,7 @@ export class BranchNode {
         }
       }
     }
-    if (isPrimary(state)) {
-      const stored = this.#storage.logId;
-      this.#logId = stored ?? newLogId();
-      if (stored === undefined) this.#storage.setLogId(this.#logId);
-    }
+    if (isPrimary(state) && failover === undefined) this.#takeLogId(); // With failover: #becomePrimary.
     // The state is set first: entries and forwards may come as soon as a link is accepted.
     this.#state = state;
     // What the disk held is this branch's own: a primary without backups has it committed at once.
@@ -621,21 +616,11 @@ export class BranchNode {
         return Promise.reject(new RpcError("UNAVAILABLE", `a link with branch ${peer} that was replaced`));
       }
       if (request.kind === "heartbeat") {
-        const { last_position: position, last_view: view, commit, round } = request.heartbeat;
-        if (![position, view, commit, round].every((n) => Number.isSafeInteger(n) && n >= 0)) {
-          return rejected({ code: "INVALID_ARGUMENT", message: "a heartbeat names whole numbers only" });
-        }
+        const beat = decodeHeartbeat(request.heartbeat);
+        if (!beat.ok) return rejected(beat.refusal);
         this.#clock.receive(from, request.heartbeat.clock ?? 0, HEARTBEAT);
         const answered = this.#call(
-          (requestId) => ({
-            type: "heartbeat",
-            requestId,
-            from: peer,
-            view: link.view,
-            last: { position, view },
-            commit,
-            round,
-          }),
+          (requestId) => ({ type: "heartbeat", requestId, from: peer, view: link.view, ...beat.value }),
           answer(undefined),
         );
         this.#write(); // A view it entered is on its disk before the answer leaves.
@@ -896,16 +881,26 @@ export class BranchNode {
   #becomePrimary(): void {
     this.#leading = true;
     this.#tenure++;
+    this.#takeLogId();
+    for (const peer of this.#clients.keys()) this.#openLink(peer);
+  }
+
+  /** At a primary: the log it keeps is the one its disk names, or a new one if its disk names none yet. */
+  #takeLogId(): void {
     const stored = this.#storage.logId;
     this.#logId = stored ?? newLogId();
     if (stored === undefined) this.#storage.setLogId(this.#logId);
-    for (const peer of this.#clients.keys()) this.#openLink(peer);
+  }
+
+  /** At the primary: the deadline of each message to a backup, half a forward's (see forwardDeadlineMs). */
+  #backupDeadlineMs(): number {
+    return Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2));
   }
 
   /** At the primary, with failover: sends `beat` on every live link; each answer confirms its round. */
   #heartbeat(beat: Extract<BranchOutput, { type: "heartbeat" }>): void {
     if (this.#stopping) return;
-    const deadlineMs = Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2));
+    const deadlineMs = this.#backupDeadlineMs();
     const { last, commit, round } = beat;
     for (const backup of this.#live) {
       const link = this.#links.get(backup);
@@ -1013,7 +1008,7 @@ export class BranchNode {
    * be opened again and caught up from where the backup's disk says it is.
    */
   #sendEntries(backup: number, link: Link, entries: readonly Entry[], onApplied?: () => void): void {
-    const deadlineMs = Math.max(1, Math.floor(this.#options.forwardDeadlineMs / 2));
+    const deadlineMs = this.#backupDeadlineMs();
     const to: ProcessRef = { type: "branch", id: backup };
     const wire = entries.map(({ view, position, update, key, commit, failed }): WireEntry => ({
       view,

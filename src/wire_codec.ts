@@ -6,10 +6,18 @@
  * @module
  */
 
-import type { Entry, Refusal, Update } from "./branch_core.ts";
+import type { Entry, LogMark, Refusal, Update } from "./branch_core.ts";
 import { type Interface, INTERFACES } from "./input.ts";
 import type { ClockEvent, MessageKind, RequestRef } from "./lamport.ts";
-import type { WireClockEvent, WireEntry, WireForward, WireRequest, WireResponse } from "./transport.ts";
+import type {
+  WireClockEvent,
+  WireEntry,
+  WireForward,
+  WireHeartbeat,
+  WireRequest,
+  WireResponse,
+  WireVoteRequest,
+} from "./transport.ts";
 
 /** A decoded value, or why it could not be decoded. */
 export type Decoded<T> = { readonly ok: true; readonly value: T } | {
@@ -126,6 +134,31 @@ export function encodeResponse(
   position: number,
 ): WireResponse {
   return { interface: kind, success, money: balance <= INT32_MAX ? balance : 0, balance, position };
+}
+
+/** A heartbeat's fields (see the core's `heartbeat` input), each a whole number. */
+export function decodeHeartbeat(
+  wire: WireHeartbeat,
+): Decoded<{ readonly last: LogMark; readonly commit: number; readonly round: number }> {
+  const [position, view, commit, round] = [wire.last_position, wire.last_view, wire.commit, wire.round].map(
+    units,
+  );
+  if (position === undefined || view === undefined || commit === undefined || round === undefined) {
+    return invalid("a heartbeat names whole numbers only");
+  }
+  return { ok: true, value: { last: { position, view }, commit, round } };
+}
+
+/** A vote request's fields (see the core's `voteRequest` input), each a whole number. */
+export function decodeVoteRequest(
+  wire: WireVoteRequest,
+): Decoded<{ readonly from: number; readonly view: number; readonly last: LogMark }> {
+  const [from, view, position, lastView] = [wire.candidate, wire.view, wire.last_position, wire.last_view]
+    .map(units);
+  if (from === undefined || view === undefined || position === undefined || lastView === undefined) {
+    return invalid("a vote request names whole numbers only");
+  }
+  return { ok: true, value: { from, view, last: { position, view: lastView } } };
 }
 
 /** An int64 field's value as a count of units (a safe non-negative integer), or undefined. */
