@@ -698,7 +698,12 @@ export function roleOf(state: BranchState): Role {
 
 /** Where `state`'s log ends. */
 function lastMark(state: BranchState): LogMark {
-  return { position: state.position, view: state.views.at(state.position) as number };
+  return markAt(state, state.position);
+}
+
+/** The entry of `state`'s log at `position` (which it holds), as a mark. */
+function markAt(state: BranchState, position: number): LogMark {
+  return { position, view: state.views.at(position) as number };
 }
 
 /** Feeds one input to the branch; returns its next state and what to send. */
@@ -720,25 +725,8 @@ export function step(state: BranchState, input: BranchInput): Step {
       return applyEntry(state, input);
     case "heartbeat":
       return heartbeat(state, input);
-    case "link": {
-      const followed = follow(state, input.from, input.view);
-      if ("refused" in followed) {
-        return refuse(
-          state,
-          input.requestId,
-          followed.refused.code,
-          followed.refused.message,
-          followed.refused.view,
-        );
-      }
-      const { synced } = followed.state;
-      const last = { position: synced, view: followed.state.views.at(synced) as number };
-      const commit = Math.min(followed.state.commit, synced);
-      return {
-        state: followed.state,
-        outbox: [...followed.outbox, { type: "accept", requestId: input.requestId, last, commit }],
-      };
-    }
+    case "link":
+      return acceptLink(state, input);
     case "replicated":
       return replicated(state, input.position, input.backup);
     case "linked":
@@ -785,10 +773,15 @@ function tick(state: BranchState): Step {
   return stand(state);
 }
 
-/** The heartbeat the primary in `state` sends. */
+/** The heartbeat the primary in `state` sends: the end of its log is the end of its disk. */
 function heartbeatOf(state: BranchState): BranchOutput {
-  const last = { position: state.synced, view: state.views.at(state.synced) as number };
-  return { type: "heartbeat", view: state.view, last, commit: state.commit, round: state.round };
+  return {
+    type: "heartbeat",
+    view: state.view,
+    last: markAt(state, state.synced),
+    commit: state.commit,
+    round: state.round,
+  };
 }
 
 /**
@@ -965,11 +958,28 @@ function follow(
   return enterView(state, view, from);
 }
 
+/**
+ * At a backup: primary `from` opens a link in `view`. It is accepted, this branch following `from`, with
+ * what this branch's disk holds (see `linked`), or refused when that view is behind this branch's.
+ */
+function acceptLink(state: BranchState, input: Extract<BranchInput, { type: "link" }>): Step {
+  const followed = follow(state, input.from, input.view);
+  if ("refused" in followed) return refusedWith(state, input.requestId, followed.refused);
+  const { synced, commit } = followed.state;
+  const accept: BranchOutput = {
+    type: "accept",
+    requestId: input.requestId,
+    last: markAt(followed.state, synced),
+    commit: Math.min(commit, synced),
+  };
+  return { state: followed.state, outbox: [...followed.outbox, accept] };
+}
+
 /** At a backup: the primary is alive; learns its commit position where the logs agree. */
 function heartbeat(state: BranchState, input: Extract<BranchInput, { type: "heartbeat" }>): Step {
   const followed = follow(state, input.from, input.view);
   if ("refused" in followed) {
-    return { state, outbox: [{ type: "refuse", requestId: input.requestId, refusal: followed.refused }] };
+    return refusedWith(state, input.requestId, followed.refused);
   }
   let next = followed.state;
   // The primary's commit position says nothing of entries this log holds from an earlier primary: only
@@ -1191,7 +1201,8 @@ function sequence(state: BranchState, requestId: number, update: Update, key: st
     // Decided once, here, in log order: a failed update changes nothing, takes no position and is sent
     // nowhere. Its answer reflects every position it was decided after, so it too waits for them to be
     // committed; and when it can be retried, for the failure to be on disk, so a retry after a restart
-    // fails again.
+    // fails again. (With failover, a keyed failure is an entry of the log instead: see failedEntry.)
+    if (key !== undefined && state.election !== undefined) return failedEntry(state, requestId, update, key);
     const answer = {
       position: state.position,
       requestId,
@@ -1202,7 +1213,6 @@ function sequence(state: BranchState, requestId: number, update: Update, key: st
       round: state.election === undefined ? undefined : state.round + 1,
     };
     if (key === undefined) return confirm({ ...state, waiting: [...state.waiting, answer] }, []);
-    if (state.election !== undefined) return failedEntry(state, requestId, update, key);
     const decided: Decided = {
       update,
       interface: update.kind,
@@ -1276,7 +1286,7 @@ function applyEntry(state: BranchState, input: Extract<BranchInput, { type: "ent
   const { requestId, entry } = input;
   const followed = follow(state, input.from, input.view);
   if ("refused" in followed) {
-    return { state, outbox: [{ type: "refuse", requestId, refusal: followed.refused }] };
+    return refusedWith(state, requestId, followed.refused);
   }
   let next = followed.state;
   const outbox: BranchOutput[] = [...followed.outbox];
@@ -1525,13 +1535,10 @@ function reply(
   return { type: "reply", requestId, interface: kind, success, balance, position };
 }
 
-function refuse(
-  state: BranchState,
-  requestId: number,
-  code: RefusalCode,
-  message: string,
-  view?: number,
-): Step {
-  const refusal = view === undefined ? { code, message } : { code, message, view };
+function refuse(state: BranchState, requestId: number, code: RefusalCode, message: string): Step {
+  return refusedWith(state, requestId, { code, message });
+}
+
+function refusedWith(state: BranchState, requestId: number, refusal: Refusal): Step {
   return { state, outbox: [{ type: "refuse", requestId, refusal }] };
 }
