@@ -558,11 +558,10 @@ class Simulation {
       // The backup names the end of its disk and what it knows is committed (or refuses a primary of an
       // earlier view than its own); the primary works out where their logs agree, and sends it every later
       // entry from its own disk.
-      let answer: BranchOutput | undefined;
-      const requestId = other.nextRequestId++;
-      other.calls.set(requestId, (output) => (answer = output));
-      this.#feed(other, { type: "link", requestId, from, view: state.view });
-      this.#write(other); // Its new view, if it entered one, is on its disk before it answers.
+      const answer = this.#answer(
+        other,
+        (requestId) => ({ type: "link", requestId, from, view: state.view }),
+      );
       if (answer?.type !== "accept") {
         const view = answer?.type === "refuse" ? answer.refusal.view : undefined;
         if (view !== undefined) this.#feed(primary, { type: "view", view });
@@ -623,12 +622,11 @@ class Simulation {
       const on = { primary: primary.id, backup, generation: link.generation };
       this.#sendOnLink(on, "backup", () => {
         const branch = this.#branches.get(backup) as Branch;
-        const requestId = branch.nextRequestId++;
-        let answer: BranchOutput | undefined;
-        branch.calls.set(requestId, (output) => (answer = output));
         const { view, last, commit, round } = beat;
-        this.#feed(branch, { type: "heartbeat", requestId, from: primary.id, view, last, commit, round });
-        this.#write(branch); // What it persisted (a new view) is written before it answers.
+        const answer = this.#answer(
+          branch,
+          (requestId) => ({ type: "heartbeat", requestId, from: primary.id, view, last, commit, round }),
+        );
         this.#sendOnLink(on, "primary", () => {
           if (answer?.type === "ack") this.#feed(primary, { type: "confirmed", backup, round });
           else this.#refused(primary, backup, answer);
@@ -712,6 +710,19 @@ class Simulation {
   }
 
   // ---- A branch's driver ----------------------------------------------------------------------------
+
+  /**
+   * Feeds `branch` an inbound call that its core answers at once (a link, a heartbeat), writes what that
+   * persisted (a view it entered) before the answer leaves, as BranchNode does, and returns the answer.
+   */
+  #answer(branch: Branch, input: (requestId: number) => BranchInput): BranchOutput | undefined {
+    let answer: BranchOutput | undefined;
+    const requestId = branch.nextRequestId++;
+    branch.calls.set(requestId, (output) => (answer = output));
+    this.#feed(branch, input(requestId));
+    this.#write(branch);
+    return answer;
+  }
 
   #feed(branch: Branch, input: BranchInput): void {
     if (branch.state === undefined) return;
