@@ -5,6 +5,7 @@
  */
 
 import { type BranchInput, type BranchOutput, type BranchState, step } from "../src/branch_core.ts";
+import type { Interface } from "../src/input.ts";
 
 /** Steps `state` through `inputs`, returning the final state and every output in order. */
 export function run(
@@ -18,4 +19,19 @@ export function run(
     outbox.push(...result.outbox);
   }
   return { state, outbox };
+}
+
+/** The reply to a request that succeeded. */
+export function reply(requestId: number, kind: Interface, balance: number, position: number): BranchOutput {
+  return { type: "reply", requestId, interface: kind, success: true, balance, position };
+}
+
+/** The reply to an update that failed, decided after `position`, the balance then `balance`. */
+export function failedReply(
+  requestId: number,
+  kind: Interface,
+  balance: number,
+  position: number,
+): BranchOutput {
+  return { type: "reply", requestId, interface: kind, success: false, balance, position };
 }

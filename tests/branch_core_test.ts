@@ -1,5 +1,5 @@
 import { assertEquals, assertMatch, assertOk, assertThrows } from "./_assert.ts";
-import { run } from "./_core.ts";
+import { failedReply, reply, run } from "./_core.ts";
 import {
   type BranchInput,
   type BranchOutput,
@@ -60,14 +60,6 @@ Deno.test("initialState() makes the lowest id the primary, with every other bran
   assertEquals([backup.primary, backup.backups], [2, []]);
   assertOk(!isPrimary(backup));
 });
-
-/** The reply of a request that succeeded. */
-const reply = (
-  requestId: number,
-  kind: "query" | "deposit" | "withdraw",
-  balance: number,
-  position: number,
-): BranchOutput => ({ type: "reply", requestId, interface: kind, success: true, balance, position });
 
 Deno.test("with local reads, a branch answers from its replica once its disk holds what the client saw", () => {
   // The deposit is on the disk of each, and committed at neither: a read at the commit would answer 400.
@@ -284,27 +276,13 @@ Deno.test("a failed withdrawal is answered only once what it was decided after i
   const held = run(initialState(1, 100, { peers: [2] }), [deposit(1, 10), withdraw(2, 500)]);
   assertEquals(kinds(held.outbox), ["persist"]);
   const { outbox } = run(held.state, [synced, replicated(1, 2)]);
-  assertEquals(outbox.at(-1), {
-    type: "reply",
-    requestId: 2,
-    interface: "withdraw",
-    success: false,
-    balance: 110,
-    position: 1,
-  });
+  assertEquals(outbox.at(-1), failedReply(2, "withdraw", 110, 1));
 });
 
 Deno.test("the primary fails a withdrawal larger than its balance: nothing changes, is written or replicated", () => {
   const { state, outbox } = run(initialState(1, 100, { peers: [2, 3] }), [withdraw(1, 101)]);
   assertEquals([state.balance, state.position], [100, 0]);
-  assertEquals(outbox, [{
-    type: "reply",
-    requestId: 1,
-    interface: "withdraw",
-    success: false,
-    balance: 100,
-    position: 0,
-  }]);
+  assertEquals(outbox, [failedReply(1, "withdraw", 100, 0)]);
 });
 
 Deno.test("the primary allows a withdrawal of the whole balance", () => {
@@ -317,14 +295,7 @@ Deno.test("the primary fails a deposit that would take the balance past Number.M
     deposit(1, 2),
   ]);
   assertEquals(state.balance, Number.MAX_SAFE_INTEGER - 1);
-  assertEquals(outbox, [{
-    type: "reply",
-    requestId: 1,
-    interface: "deposit",
-    success: false,
-    balance: Number.MAX_SAFE_INTEGER - 1,
-    position: 0,
-  }]);
+  assertEquals(outbox, [failedReply(1, "deposit", Number.MAX_SAFE_INTEGER - 1, 0)]);
 });
 
 Deno.test("a branch with no peers is its own primary and replies once the update is on its disk", () => {
@@ -339,14 +310,7 @@ Deno.test("the primary decides a forwarded update like its own and answers the b
     { type: "forward", requestId: 5, from: 3, update: { kind: "withdraw", amount: 20 } },
   ]);
   assertEquals(kinds(first.outbox), ["reply", "persist"]);
-  assertEquals(first.outbox[0], {
-    type: "reply",
-    requestId: 4,
-    interface: "withdraw",
-    success: false,
-    balance: 50,
-    position: 0,
-  });
+  assertEquals(first.outbox[0], failedReply(4, "withdraw", 50, 0));
   const done = run(first.state, [synced, replicated(1, 3)]);
   assertEquals(done.outbox, [reply(5, "withdraw", 30, 1)]);
 });

@@ -7,7 +7,7 @@
  */
 
 import { assertEquals, assertOk, assertThrows } from "./_assert.ts";
-import { run } from "./_core.ts";
+import { failedReply, run } from "./_core.ts";
 import {
   type BranchInput,
   type BranchOutput,
@@ -312,14 +312,7 @@ Deno.test("a primary answers a read, or a failed update, only once a majority co
   assertEquals(types(stale.outbox), []);
   const first = run(asked.state, [{ type: "confirmed", backup: 3, round: 1 }]);
   assertEquals(types(first.outbox), ["heartbeat", "reply"]);
-  assertEquals(first.outbox.at(-1), {
-    type: "reply",
-    requestId: 1,
-    interface: "withdraw",
-    success: false,
-    balance: 100,
-    position: 0,
-  });
+  assertEquals(first.outbox.at(-1), failedReply(1, "withdraw", 100, 0));
   assertEquals(first.state.round, 2);
   const second = run(first.state, [{ type: "confirmed", backup: 2, round: 2 }]);
   assertEquals(second.outbox.map((output) => output.type === "reply" && output.requestId), [2, 3]);
@@ -354,14 +347,7 @@ Deno.test("a keyed failure is an entry of the log: answered once committed, and 
     { type: "persist", entry: { entry: failure, balance: 100 } },
   ]);
   const answered = run(primary.state, [{ type: "replicated", backup: 2, position: 1 }]);
-  assertEquals(answered.outbox, [{
-    type: "reply",
-    requestId: 1,
-    interface: "withdraw",
-    success: false,
-    balance: 100,
-    position: 0,
-  }]);
+  assertEquals(answered.outbox, [failedReply(1, "withdraw", 100, 0)]);
   // Found by review: branch 3 becomes primary with that entry in its log, and takes a deposit; a retry (or
   // a late duplicate) of c/1 reaching it must fail again, not be decided anew against the grown balance.
   const recovered: Recovered = { entries: [{ entry: failure, balance: 100 }], failures: [] };
@@ -380,14 +366,7 @@ Deno.test("a keyed failure is an entry of the log: answered once committed, and 
   const retried = run(leading.state, [
     { type: "request", requestId: 6, interface: "withdraw", amount: 150, key: "c/1" },
   ]);
-  assertEquals(retried.outbox, [{
-    type: "reply",
-    requestId: 6,
-    interface: "withdraw",
-    success: false,
-    balance: 100,
-    position: 0,
-  }]);
+  assertEquals(retried.outbox, [failedReply(6, "withdraw", 100, 0)]);
   assertEquals(retried.state.balance, 200);
   // A backup that applies the entry changes nothing, and records the answer too.
   const backup = run(branch(2, 3), [{ type: "entry", requestId: 7, entry: failure, from: 1, view: 0 }]);
