@@ -17,7 +17,7 @@ export interface LaunchContext {
   readonly execPath: string;
   /** True inside a binary made by `deno compile`. */
   readonly standalone: boolean;
-  /** The project's directory (holding deno.json, proto/, branch.ts and customer.ts). */
+  /** The project's directory (holding deno.json, branch.ts and customer.ts). */
   readonly root: string;
 }
 
@@ -52,9 +52,10 @@ export function currentContext(): LaunchContext {
 /**
  * The command that starts a `role` process with `roleArgs`, allowed to reach only the `net` hosts (or
  * host:port pairs) and to write only in the `write` directory, if any. Under `deno run` the child gets
- * just that network access, read access to the protos (and to its `write` directory), and grpc-js's
- * environment variables: no other writes, no subprocesses. A compiled binary carries the permissions it
- * was compiled with, so there the child runs the same binary with a subcommand.
+ * just that network access, reading and writing its `write` directory, and grpc-js's environment
+ * variables: no other reads or writes (the protos are compiled in: see src/protobuf.ts), no subprocesses.
+ * A compiled binary carries the permissions it was compiled with, so there the child runs the same binary
+ * with a subcommand.
  */
 export function childCommand(
   role: Role,
@@ -70,8 +71,7 @@ export function childCommand(
       "--no-prompt",
       `--config=${context.root}/deno.json`,
       `--allow-net=${net.join(",")}`,
-      `--allow-read=${[`${context.root}/proto`, ...(write === undefined ? [] : [write])].join(",")}`,
-      ...(write === undefined ? [] : [`--allow-write=${write}`]),
+      ...(write === undefined ? [] : [`--allow-read=${write}`, `--allow-write=${write}`]),
       `--allow-env=${GRPC_ENV.join(",")}`,
       `${context.root}/${role}.ts`,
       ...roleArgs,

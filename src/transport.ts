@@ -1,19 +1,21 @@
 /**
- * The one module that touches grpc-js: loading the protos, serving a branch with its health service,
- * and the clients that call branches. Everything else speaks in the plain types declared here.
+ * The one module that touches grpc-js: the services of the protos (their messages coded by
+ * src/protobuf.ts), serving a branch with its health service, and the clients that call branches.
+ * Everything else speaks in the plain types declared here.
  *
  * @module
  */
 
 import * as grpc from "@grpc/grpc-js";
-import * as loader from "@grpc/proto-loader";
+import { Buffer } from "node:buffer";
 import process from "node:process";
 import { setImmediate } from "node:timers";
-import { fileURLToPath } from "node:url";
 import type { RefusalCode } from "./branch_core.ts";
 import { deadline } from "./deadline.ts";
+import { Codec, type MessageValue } from "./protobuf.ts";
+import { MESSAGES, SERVICES } from "./protos.ts";
 
-/** `Request` of proto/bank.proto as grpc-js decodes it (int64 fields as numbers: see LOADER_OPTIONS). */
+/** `Request` of proto/bank.proto as it is decoded (int64 fields as numbers: see src/protobuf.ts). */
 export interface WireRequest {
   readonly id: number;
   readonly interface: string;
@@ -27,7 +29,7 @@ export interface WireRequest {
   readonly clock?: number;
 }
 
-/** `Response` of proto/bank.proto as grpc-js decodes it. */
+/** `Response` of proto/bank.proto as it is decoded. */
 export interface WireResponse {
   readonly interface: string;
   readonly success: boolean;
@@ -38,7 +40,7 @@ export interface WireResponse {
   readonly clock?: number;
 }
 
-/** `ClockEvent` of proto/bank.proto as grpc-js decodes it. */
+/** `ClockEvent` of proto/bank.proto as it is decoded. */
 export interface WireClockEvent {
   readonly clock: number;
   readonly kind: string;
@@ -51,7 +53,7 @@ export interface WireClockEvent {
   readonly sent: number;
 }
 
-/** `BranchStatus` of proto/bank.proto as grpc-js decodes it. */
+/** `BranchStatus` of proto/bank.proto as it is decoded. */
 export interface WireStatus {
   readonly id: number;
   readonly role: "primary" | "candidate" | "backup" | "starting";
@@ -66,7 +68,7 @@ export interface WireStatus {
   readonly noops: readonly number[];
 }
 
-/** `Entry` of proto/bank.proto as grpc-js decodes it. */
+/** `Entry` of proto/bank.proto as it is decoded. */
 export interface WireEntry {
   readonly view: number;
   readonly position: number;
@@ -81,7 +83,7 @@ export interface WireEntry {
   readonly failed?: boolean;
 }
 
-/** `Forward` of proto/bank.proto as grpc-js decodes it. */
+/** `Forward` of proto/bank.proto as it is decoded. */
 export interface WireForward {
   readonly interface: string;
   readonly amount: number;
@@ -90,7 +92,7 @@ export interface WireForward {
   readonly clock?: number;
 }
 
-/** `Heartbeat` of proto/bank.proto as grpc-js decodes it. */
+/** `Heartbeat` of proto/bank.proto as it is decoded. */
 export interface WireHeartbeat {
   readonly last_position: number;
   readonly last_view: number;
@@ -99,7 +101,7 @@ export interface WireHeartbeat {
   readonly clock?: number;
 }
 
-/** `VoteRequest` of proto/bank.proto as grpc-js decodes it. */
+/** `VoteRequest` of proto/bank.proto as it is decoded. */
 export interface WireVoteRequest {
   readonly candidate: number;
   readonly view: number;
@@ -107,13 +109,13 @@ export interface WireVoteRequest {
   readonly last_view: number;
 }
 
-/** `VoteAnswer` of proto/bank.proto as grpc-js decodes it. */
+/** `VoteAnswer` of proto/bank.proto as it is decoded. */
 export interface WireVoteAnswer {
   readonly view: number;
   readonly granted: boolean;
 }
 
-/** A request on a link, as grpc-js decodes it: `kind` names the one that is set. */
+/** A request on a link, as it is decoded: `kind` names the one that is set. */
 export type WireLinkRequest =
   | { readonly kind: "entry"; readonly entry: WireEntry }
   | { readonly kind: "forward"; readonly forward: WireForward }
@@ -163,26 +165,6 @@ export interface Accepted {
   readonly commit: number;
 }
 
-/** Paths of the protos, resolved next to the source (and embedded by `deno compile --include proto/`). */
-const PROTO_PATHS: readonly string[] = [
-  fileURLToPath(new URL("../proto/bank.proto", import.meta.url)),
-  fileURLToPath(new URL("../proto/health.proto", import.meta.url)),
-];
-
-// Explicit, so that a reader need not know proto-loader's defaults: field names as written in the
-// .proto, enums by name, unset fields as their defaults, and int64 as JavaScript numbers. Numbers are
-// exact for every amount the bank accepts (0 to 2^53 - 1), and any int64 beyond that decodes to a number
-// that is not a safe integer, which src/wire_codec.ts refuses. Decimal strings (`longs: String`) would be
-// exact for every int64, but converting each through long.js cost a backup about half of its CPU per
-// entry: a branch handles too few messages for V8 to optimize that code.
-const LOADER_OPTIONS: loader.Options = {
-  keepCase: true,
-  longs: Number,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-};
-
 // Loopback traffic must never be sent through an HTTP proxy that the environment happens to name.
 // A branch that was down is reconnected to within a second of coming back: grpc-js's own backoff between
 // connection attempts grows to 120 s by default, which left a restarted backup unlinked for half a minute.
@@ -198,18 +180,46 @@ if (process.env.GRPC_VERBOSITY === undefined && process.env.GRPC_NODE_VERBOSITY 
   grpc.setLogVerbosity(grpc.logVerbosity.NONE);
 }
 
+const CODEC = new Codec(MESSAGES);
+
+/** A service of src/protos.ts as grpc-js takes it, each message coded by src/protobuf.ts. */
+function serviceDefinition(service: string): grpc.ServiceDefinition {
+  const methods = SERVICES[service];
+  if (methods === undefined) throw new TypeError(`no service ${service} in src/protos.ts`);
+  return Object.fromEntries(
+    Object.entries(methods).map(([name, method]) => [name, {
+      path: `/${service}/${name}`,
+      requestStream: method.requestStream,
+      responseStream: method.responseStream,
+      requestSerialize: serializer(method.request),
+      requestDeserialize: deserializer(method.request),
+      responseSerialize: serializer(method.response),
+      responseDeserialize: deserializer(method.response),
+      originalName: name,
+    }]),
+  );
+}
+
+function serializer(type: string): (value: MessageValue) => Buffer {
+  return (value) => {
+    const bytes = CODEC.encode(type, value);
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  };
+}
+
+function deserializer(type: string): (bytes: Buffer) => MessageValue {
+  return (bytes) => CODEC.decode(type, bytes);
+}
+
 let services:
   | { readonly branch: grpc.ServiceDefinition; readonly health: grpc.ServiceDefinition }
   | undefined;
 
 function loadServices() {
-  if (services === undefined) {
-    const definition = loader.loadSync([...PROTO_PATHS], LOADER_OPTIONS);
-    services = {
-      branch: definition["Branch"] as grpc.ServiceDefinition,
-      health: definition["grpc.health.v1.Health"] as grpc.ServiceDefinition,
-    };
-  }
+  services ??= {
+    branch: serviceDefinition("Branch"),
+    health: serviceDefinition("grpc.health.v1.Health"),
+  };
   return services;
 }
 
@@ -444,7 +454,7 @@ export class BranchClient {
    */
   link(self: number, logId: number, view?: number): Link {
     const method = this.#methods["link"];
-    if (method === undefined) throw new Error("proto/bank.proto has no rpc link");
+    if (method === undefined) throw new Error("src/protos.ts has no rpc link");
     // The link waits for the peer to come up (branches started by hand start in any order), bounded by
     // accepted()'s timeout.
     const metadata = new grpc.Metadata({ waitForReady: true });
@@ -476,7 +486,7 @@ export class BranchClient {
    */
   waitUntilServing(deadlineMs: number): Promise<void> {
     const method = this.#health["Watch"];
-    if (method === undefined) throw new Error("proto/health.proto has no Watch");
+    if (method === undefined) throw new Error("src/protos.ts has no Health.Watch");
     const call = this.#client.makeServerStreamRequest<{ service: string }, { status: string }>(
       method.path,
       method.requestSerialize,
@@ -512,7 +522,7 @@ export class BranchClient {
 
   #unary<Req, Res>(name: string, request: Req, deadlineMs: number): Promise<Res> {
     const method = this.#methods[name];
-    if (method === undefined) throw new Error(`proto/bank.proto has no rpc ${name}`);
+    if (method === undefined) throw new Error(`src/protos.ts has no rpc ${name}`);
     return new Promise<Res>((resolve, reject) =>
       this.#client.makeUnaryRequest<Req, Res>(
         method.path,
@@ -530,7 +540,7 @@ export class BranchClient {
   }
 }
 
-/** `Answer` of proto/bank.proto as grpc-js decodes it. */
+/** `Answer` of proto/bank.proto as it is decoded. */
 interface WireAnswer {
   readonly success: boolean;
   readonly balance: number;
@@ -543,7 +553,7 @@ interface WireAnswer {
   readonly commit_view: number;
 }
 
-/** `LinkMessage` of proto/bank.proto as grpc-js decodes it. */
+/** `LinkMessage` of proto/bank.proto as it is decoded. */
 type WireLinkMessage =
   & { readonly seq: number }
   & (WireLinkRequest | {

@@ -16,15 +16,14 @@ Deno.test("childCommand() under deno run: the role's entry file with only the pe
     "--no-prompt",
     "--config=/srv/bank/deno.json",
     "--allow-net=127.0.0.1",
-    "--allow-read=/srv/bank/proto",
     `--allow-env=${GRPC_ENV.join(",")}`,
     "/srv/bank/branch.ts",
     "--id",
     "2",
   ]);
   assertOk(
-    !command.args.some((arg) => /^--allow-(write|run|all|ffi|sys)|^-A$/.test(arg)),
-    "no write, run or all",
+    !command.args.some((arg) => /^--allow-(read|write|run|all|ffi|sys)|^-A$/.test(arg)),
+    "no read, write, run or all",
   );
 });
 
@@ -34,7 +33,7 @@ Deno.test("childCommand() lets a branch write its own data directory and nothing
   const allows = command.args.filter((arg) => arg.startsWith("--allow-"));
   assertEquals(allows, [
     "--allow-net=127.0.0.1",
-    "--allow-read=/srv/bank/proto,/var/bank/run/branch-2",
+    "--allow-read=/var/bank/run/branch-2",
     "--allow-write=/var/bank/run/branch-2",
     `--allow-env=${GRPC_ENV.join(",")}`,
   ]);
@@ -56,5 +55,4 @@ Deno.test("currentContext() under deno test: not standalone, rooted where branch
   const context = currentContext();
   assertEquals(context.standalone, false);
   assertOk((await Deno.stat(`${context.root}/branch.ts`)).isFile);
-  assertOk((await Deno.stat(`${context.root}/proto/bank.proto`)).isFile);
 });
