@@ -3,8 +3,10 @@
  *
  * The floor for a scenario with N branches is N + 1 bare Deno processes started at once, each loading
  * grpc-js and the protos, binding 127.0.0.1:0, reporting ready and exiting (bench/floor_child.ts): what
- * any multi-process gRPC design on this runtime pays before doing any work. Floor and run alternate, so
- * both see the same machine; each is timed `--rounds` times and the medians are compared. The throughput
+ * any multi-process gRPC design on this runtime pays before doing any work. Beside it, the same with
+ * grpc-js alone (bench/bare_child.ts), since the bank's processes load no proto (src/protobuf.ts). Floor,
+ * run and bare floor take turns, so all see the same machine; each is timed `--rounds` times and the
+ * medians are compared. The throughput
  * scenario (see throughputMet) alternates the bank and echo servers `--rounds` times too. `--only NAME`
  * runs some scenarios only.
  *
@@ -72,16 +74,20 @@ function asBranch(
   };
 }
 
-/** N bare processes at once, with the permissions a branch gets (src/launch.ts), each run to its exit. */
-async function floor(processes: number): Promise<void> {
-  const { command, args } = asBranch("bench/floor_child.ts", []);
+/**
+ * N processes of `script` at once (bench/floor_child.ts, or bench/bare_child.ts), each with the
+ * permissions a branch gets (src/launch.ts) and reading the protos, each run to its exit.
+ */
+async function floor(processes: number, script: string): Promise<void> {
+  const { command, args: [run, ...rest] } = asBranch(script, []);
+  const args = [run as string, `--allow-read=${ROOT}/proto`, ...rest];
   const children = Array.from(
     { length: processes },
     () => new Deno.Command(command, { args, stdout: "piped" }).output(),
   );
   for (const child of await Promise.all(children)) {
     if (!child.success || !new TextDecoder().decode(child.stdout).includes("ready")) {
-      throw new Error("floor child failed");
+      throw new Error(`${script} failed`);
     }
   }
 }
@@ -378,26 +384,33 @@ try {
       rounds === 1 ? "" : "s"
     } each, medians; Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} cores`,
   );
-  if (scenarios.length > 0) console.log("scenario               floor ms    run ms   ratio  target");
+  if (scenarios.length > 0) {
+    console.log("scenario               floor ms    run ms   ratio  target    bare ms  to bare");
+  }
   for (const scenario of scenarios) {
     const inputPath = `${dir}/${scenario.branches}.json`;
     await Deno.writeTextFile(inputPath, scenario.input);
-    await bank(inputPath, `${dir}/out.txt`); // Warm Deno's module and code caches for both.
-    await floor(scenario.branches + 1);
+    const processes = scenario.branches + 1;
+    // Warm Deno's module and code caches for each.
+    await bank(inputPath, `${dir}/out.txt`);
+    await floor(processes, "bench/floor_child.ts");
+    await floor(processes, "bench/bare_child.ts");
     const floors: number[] = [];
+    const bares: number[] = [];
     const runs: number[] = [];
     for (let round = 0; round < rounds; round++) {
-      floors.push(await timed(() => floor(scenario.branches + 1)));
+      floors.push(await timed(() => floor(processes, "bench/floor_child.ts")));
       runs.push(await timed(() => bank(inputPath, `${dir}/out.txt`)));
+      bares.push(await timed(() => floor(processes, "bench/bare_child.ts")));
     }
-    const [floorMs, runMs] = [median(floors), median(runs)];
+    const [floorMs, runMs, bareMs] = [median(floors), median(runs), median(bares)];
     const ratio = runMs / floorMs;
     if (ratio > scenario.target) missed = true;
     console.log(
       `${scenario.name.padEnd(22)} ${floorMs.toFixed(0).padStart(8)} ${runMs.toFixed(0).padStart(9)} ` +
         `${ratio.toFixed(2).padStart(6)}x  ${scenario.target}x ${
-          ratio <= scenario.target ? "met" : "MISSED"
-        }`,
+          (ratio <= scenario.target ? "met" : "MISSED").padEnd(6)
+        } ${bareMs.toFixed(0).padStart(7)} ${(runMs / bareMs).toFixed(2).padStart(7)}x`,
     );
   }
   if (only.includes("throughput") && !await throughputMet(Number(values.seconds), rounds, dir)) {

@@ -1,16 +1,32 @@
 /**
- * The floor of the start-up benchmark: a bare process that loads grpc-js and the protos, binds
- * 127.0.0.1:0, reports ready on stdout and exits. Nothing of the bank's protocol runs here.
+ * The floor of the start-up benchmark: a bare process that loads grpc-js and the protos, serves their two
+ * services with no handlers on 127.0.0.1:0, reports ready on stdout and exits. Nothing of the bank runs
+ * here.
+ *
+ * It loads the protos as a gRPC program on this runtime usually does, with proto-loader, rather than
+ * through src/transport.ts, whose codec is compiled in (src/protobuf.ts): the floor is what any gRPC
+ * process pays, not what this one does. bench/bare_child.ts is the same without the protos.
  *
  * @module
  */
 
-import { RpcError, serveBranch } from "../src/transport.ts";
+import * as grpc from "@grpc/grpc-js";
+import * as loader from "@grpc/proto-loader";
+import { fileURLToPath } from "node:url";
 
-const refuse = () => Promise.reject(new Error("the floor serves nothing"));
-const server = await serveBranch("127.0.0.1:0", {
-  deliver: refuse,
-  linked: () => new RpcError("UNAVAILABLE", "the floor serves nothing"),
-});
-console.log(JSON.stringify({ ready: server.port }));
-await server.shutdown(0);
+const definition = loader.loadSync(
+  ["bank.proto", "health.proto"].map((name) => fileURLToPath(new URL(`../proto/${name}`, import.meta.url))),
+  { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true },
+);
+const server = new grpc.Server();
+server.addService(definition["Branch"] as grpc.ServiceDefinition, {});
+server.addService(definition["grpc.health.v1.Health"] as grpc.ServiceDefinition, {});
+const port = await new Promise<number>((resolve, reject) =>
+  server.bindAsync(
+    "127.0.0.1:0",
+    grpc.ServerCredentials.createInsecure(),
+    (error, port) => error === null ? resolve(port) : reject(error),
+  )
+);
+console.log(JSON.stringify({ ready: port }));
+server.forceShutdown();
