@@ -79,11 +79,43 @@ export function parseScenario(text: string, source: string): Scenario {
   }
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = JSON.parse(text, keepInexact);
   } catch (error) {
     throw jsonSyntaxError(source, text, error);
   }
   return validateScenario(json, source);
+}
+
+/**
+ * A number of the input that is not exactly a safe integer, as written: a fraction, a number beyond 2^53 - 1,
+ * or one with more digits than a double holds. JSON.parse would read 1.0000000000000001 as 1 and
+ * 9007199254740993 as 9007199254740992; validation refuses this instead, quoting the text.
+ */
+class InexactNumber {
+  constructor(readonly text: string) {}
+}
+
+/** JSON.parse's reviver: a number that is not exactly a safe integer becomes an InexactNumber. */
+function keepInexact(_key: string, value: unknown, context?: { readonly source?: string }): unknown {
+  const text = context?.source;
+  if (typeof value !== "number" || text === undefined) return value;
+  return Number.isSafeInteger(value) && denotes(text, value) ? value : new InexactNumber(text);
+}
+
+/** Whether the JSON number `text` is exactly the safe integer `value` (400, 400.0 and 4e2 are 400). */
+function denotes(text: string, value: number): boolean {
+  const match = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(text);
+  if (match === null) return false;
+  const [, sign = "", whole = "", fraction = "", exponent = "0"] = match;
+  const digits = `${whole}${fraction}`.replace(/^0+/, "");
+  if (digits === "") return value === 0;
+  // The text is digits * 10^shift: an integer only if every digit below the point is 0.
+  const shift = Number(exponent) - fraction.length;
+  if (shift > 16) return false; // At least 10^17: beyond any safe integer.
+  if (shift >= 0) return BigInt(`${sign}${digits}`) * 10n ** BigInt(shift) === BigInt(value);
+  const point = digits.length + shift;
+  if (point <= 0 || !/^0*$/.test(digits.slice(point))) return false;
+  return BigInt(`${sign}${digits.slice(0, point)}`) === BigInt(value);
 }
 
 /** Validates parsed JSON as a scenario. `source` names it in errors. */
@@ -221,13 +253,15 @@ function safeInteger(value: unknown, where: string, fail: Fail): number {
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
+  return typeof value === "object" && value !== null && !Array.isArray(value) &&
+    !(value instanceof InexactNumber);
 }
 
 /** A short rendering of a JSON value for an error message. */
 function describe(value: unknown): string {
   if (Array.isArray(value)) return "an array";
   if (value === null) return "null";
+  if (value instanceof InexactNumber) return value.text;
   if (typeof value === "object") return "an object";
   // JSON.parse reads a number beyond a double's range, such as 1e400, as Infinity, which JSON.stringify
   // would render as null.
