@@ -35,8 +35,13 @@ export class AtomicFile {
       // A temporary file is private (0600); the result gets the mode of the file it replaces, or 0644.
       return new AtomicFile(path, temp, (info?.mode ?? 0o644) & 0o7777);
     } catch (error) {
+      // A directory that exists can still refuse new files with ENOENT: /proc, say.
+      const found = error instanceof Deno.errors.NotFound &&
+        await Deno.stat(dir).then((info) => info.isDirectory, () => false);
       const reason = error instanceof Deno.errors.NotFound
-        ? `directory "${dir}" does not exist`
+        ? found ? `cannot make a file in "${dir}"` : `directory "${dir}" does not exist`
+        : error instanceof Deno.errors.NotADirectory
+        ? `"${dir}" is not a directory`
         : error instanceof Deno.errors.PermissionDenied
         ? `permission denied in "${dir}"`
         : error instanceof Error

@@ -39,3 +39,31 @@ Deno.test("AtomicFile: a write that fails names the target", async () => {
   const error = await file.write("new\n").then(() => undefined, (error: Error) => error);
   assertMatch(error?.message ?? "", /^cannot write "\S+\/sub\/out\.txt": /);
 });
+
+/** The message reserve() throws for `path`. */
+async function refusal(path: string): Promise<string> {
+  const error = await AtomicFile.reserve(path).then(
+    async (file) => {
+      await file.discard();
+      return undefined;
+    },
+    (error: Error) => error,
+  );
+  return error?.message ?? "reserved";
+}
+
+Deno.test("AtomicFile: reserve() says why a path cannot be written: no directory, not a directory, no file", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(`${dir.path}/file`, "");
+  assertEquals(
+    await refusal(`${dir.path}/missing/out.txt`),
+    `directory "${dir.path}/missing" does not exist`,
+  );
+  assertEquals(await refusal(`${dir.path}/file/out.txt`), `"${dir.path}/file" is not a directory`);
+  assertEquals(await refusal(`${dir.path}/`), "names no file");
+  assertEquals(await refusal(dir.path), "is a directory");
+});
+
+Deno.test("AtomicFile: reserve() in a directory that exists but makes no files (/proc) does not call it missing", async () => {
+  assertEquals(await refusal("/proc/out.txt"), 'cannot make a file in "/proc"');
+});
