@@ -247,6 +247,12 @@ Deno.test("main.ts refuses an output path that cannot be written, before startin
   ]);
   assertEquals(run.code, 2);
   assertMatch(run.stderr.trimEnd(), /^\S+out\.txt: cannot write output: directory "\S+dir" does not exist$/);
+  // /proc exists but makes no files (ENOENT, as if it did not exist).
+  const proc = await runEntry("main.ts", [`${ROOT}/Input.json`, "--output", "/proc/out.txt"]);
+  assertEquals([proc.code, proc.stderr.trimEnd()], [
+    2,
+    '/proc/out.txt: cannot write output: cannot make a file in "/proc"',
+  ]);
 });
 
 Deno.test("main.ts refuses unknown flags, formats and ports past 65535 as usage errors", async () => {
