@@ -7,14 +7,7 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
+import { bindAndReport } from "./_floor.ts";
 
 const server = new grpc.Server();
-const port = await new Promise<number>((resolve, reject) =>
-  server.bindAsync(
-    "127.0.0.1:0",
-    grpc.ServerCredentials.createInsecure(),
-    (error, port) => error === null ? resolve(port) : reject(error),
-  )
-);
-console.log(JSON.stringify({ ready: port }));
-server.forceShutdown();
+await bindAndReport(server);

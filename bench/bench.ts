@@ -14,8 +14,8 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { parseFlags, UsageError } from "../src/cli_args.ts";
 import { childCommand, currentContext } from "../src/launch.ts";
+import { toolFlags } from "./_tool.ts";
 import { BranchClient, type WireStatus } from "../src/transport.ts";
 import { readLines } from "../src/lines.ts";
 
@@ -346,21 +346,11 @@ function median(values: readonly number[]): number {
 
 const USAGE =
   "usage: deno task bench [--rounds N] [--seconds S] [--only example|graded|throughput|clocks ...]";
-const values = (() => {
-  try {
-    const { values, positionals } = parseFlags(Deno.args, {
-      rounds: { type: "string", default: "3" },
-      seconds: { type: "string", default: "5" },
-      only: { type: "string", multiple: true },
-    });
-    if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
-    return values;
-  } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    console.error(`bench: ${error.message}\n${USAGE}`);
-    Deno.exit(2);
-  }
-})();
+const values = toolFlags("bench", USAGE, {
+  rounds: { type: "string", default: "3" },
+  seconds: { type: "string", default: "5" },
+  only: { type: "string", multiple: true },
+});
 const rounds = Number(values.rounds);
 if (!Number.isSafeInteger(rounds) || rounds < 1) {
   console.error(`bench: --rounds: expected a whole number of at least 1, got "${values.rounds}"`);

@@ -6,25 +6,15 @@
  * @module
  */
 
-import { parseFlags, UsageError } from "../src/cli_args.ts";
+import { toolFlags } from "./_tool.ts";
 import { HARNESS_DEFAULTS, quantile, runHarness } from "../tests/_fault_harness.ts";
 
 const USAGE = "usage: deno task faults [--runs N] [--first SEED] [--faults N]";
-const values = (() => {
-  try {
-    const { values, positionals } = parseFlags(Deno.args, {
-      runs: { type: "string", default: "10" },
-      first: { type: "string", default: "1" },
-      faults: { type: "string", default: String(HARNESS_DEFAULTS.faults) },
-    });
-    if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
-    return values;
-  } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    console.error(`faults: ${error.message}\n${USAGE}`);
-    Deno.exit(2);
-  }
-})();
+const values = toolFlags("faults", USAGE, {
+  runs: { type: "string", default: "10" },
+  first: { type: "string", default: "1" },
+  faults: { type: "string", default: String(HARNESS_DEFAULTS.faults) },
+});
 const [runs, first, faults] = [values.runs, values.first, values.faults].map(Number) as [
   number,
   number,

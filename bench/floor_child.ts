@@ -11,6 +11,7 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
+import { bindAndReport } from "./_floor.ts";
 import * as loader from "@grpc/proto-loader";
 import { fileURLToPath } from "node:url";
 
@@ -21,12 +22,4 @@ const definition = loader.loadSync(
 const server = new grpc.Server();
 server.addService(definition["Branch"] as grpc.ServiceDefinition, {});
 server.addService(definition["grpc.health.v1.Health"] as grpc.ServiceDefinition, {});
-const port = await new Promise<number>((resolve, reject) =>
-  server.bindAsync(
-    "127.0.0.1:0",
-    grpc.ServerCredentials.createInsecure(),
-    (error, port) => error === null ? resolve(port) : reject(error),
-  )
-);
-console.log(JSON.stringify({ ready: port }));
-server.forceShutdown();
+await bindAndReport(server);
