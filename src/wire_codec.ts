@@ -77,9 +77,13 @@ export function decodeForward(
   return update.ok ? { ok: true, value: { update: update.value, key: key.value } } : update;
 }
 
-/** A request's key as it travels between branches: "customer/request", or empty for none. */
+/**
+ * A request's key as it travels between branches: "customer/request", or empty for none. Only the one way of
+ * writing each pair of ids is taken (no leading zeros): a key is compared as text, so "07/3" would be another
+ * request than "7/3".
+ */
 function decodeKey(wire: string): Decoded<string | undefined> {
-  const ids = /^(\d{1,16})\/(\d{1,16})$/.exec(wire);
+  const ids = /^(0|[1-9]\d{0,15})\/(0|[1-9]\d{0,15})$/.exec(wire);
   const safe = ids !== null && Number.isSafeInteger(Number(ids[1])) && Number.isSafeInteger(Number(ids[2]));
   if (wire !== "" && !safe) {
     return invalid(

@@ -146,11 +146,25 @@ Deno.test("units() accepts exactly the safe non-negative integers", () => {
   assertEquals(units(1.5), undefined);
 });
 
-Deno.test("a key names two whole numbers up to 2^53 - 1, or nothing; anything else is refused", () => {
+Deno.test("a key names two whole numbers up to 2^53 - 1 as written by one, or nothing; anything else is refused", () => {
   assertEquals(decodeReadIndex({ key: "7/3" }), { ok: true, value: "7/3" });
+  assertEquals(decodeReadIndex({ key: "0/10" }), { ok: true, value: "0/10" });
   assertEquals(decodeReadIndex({}), { ok: true, value: undefined });
   assertEquals(requestOfKey("7/3"), { customer: 7, request: 3 });
-  for (const key of ["9007199254740992/1", "1/9999999999999999", "7", "7/", "/3", "-1/3", "7/3/1"]) {
+  for (
+    const key of [
+      "9007199254740992/1",
+      "1/9999999999999999",
+      "7",
+      "7/",
+      "/3",
+      "-1/3",
+      "7/3/1",
+      "07/3",
+      "7/03",
+      "7/00",
+    ]
+  ) {
     const forward = decodeForward({ interface: "deposit", amount: 1, key });
     assertEquals(forward.ok, false, key);
     assertEquals(decodeReadIndex({ key }).ok, false, key);
