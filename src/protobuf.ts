@@ -54,16 +54,17 @@ const INT32_MIN = -(2 ** 31);
 const INT32_MAX = 2 ** 31 - 1;
 
 const ENCODER = new TextEncoder();
-const DECODER = new TextDecoder();
+// A string that starts with a byte order mark keeps it, as protobufjs's decoder does.
+const DECODER = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /** Encodes and decodes the messages of one set of tables. */
 export class Codec {
-  readonly #messages: Messages;
   readonly #byNumber = new Map<string, ReadonlyMap<number, Field>>();
+  /** Each message's fields by number: the order protobufjs writes them in, and proto-loader's objects have. */
+  readonly #ordered = new Map<string, readonly Field[]>();
 
   /** Throws a TypeError if a field names a message that is not in `messages`. */
   constructor(messages: Messages) {
-    this.#messages = messages;
     for (const [name, fields] of Object.entries(messages)) {
       for (const { name: field, type } of fields) {
         if (typeof type === "object" && "message" in type && !(type.message in messages)) {
@@ -71,6 +72,7 @@ export class Codec {
         }
       }
       this.#byNumber.set(name, new Map(fields.map((field) => [field.number, field])));
+      this.#ordered.set(name, [...fields].sort((a, b) => a.number - b.number));
     }
   }
 
@@ -91,14 +93,13 @@ export class Codec {
     return this.#read(reader, type, bytes.length, undefined);
   }
 
-  #fields(type: string): readonly Field[] {
-    const fields = this.#messages[type];
-    if (fields === undefined) throw new TypeError(`unknown message ${type}`);
-    return fields;
-  }
-
   #write(writer: Writer, type: string, value: MessageValue): void {
-    for (const field of this.#fields(type)) {
+    const fields = this.#ordered.get(type);
+    if (fields === undefined) throw new TypeError(`unknown message ${type}`);
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      throw new TypeError(`${type}: expected an object, got ${value}`);
+    }
+    for (const field of fields) {
       const item = value[field.name];
       if (item === undefined || item === null) continue;
       if (!field.repeated) {
@@ -182,11 +183,18 @@ export class Codec {
   }
 
   /** A message with every field at its default; a oneof's members are left unset. */
+  /**
+   * A message with every field at its default; a oneof's members are left unset. The repeated fields come
+   * first, then the others, each by number, as proto-loader has them (`main.ts status --json` prints them
+   * in this order).
+   */
   #defaults(type: string): MessageValue {
     const message: MessageValue = {};
-    for (const { name, type: fieldType, repeated, oneof } of this.#fields(type)) {
-      if (repeated) message[name] = [];
-      else if (oneof === undefined) message[name] = defaultOf(fieldType);
+    const fields = this.#ordered.get(type);
+    if (fields === undefined) throw new TypeError(`unknown message ${type}`);
+    for (const { name, repeated } of fields) if (repeated) message[name] = [];
+    for (const { name, type: fieldType, repeated, oneof } of fields) {
+      if (!repeated && oneof === undefined) message[name] = defaultOf(fieldType);
     }
     return message;
   }

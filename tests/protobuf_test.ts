@@ -104,7 +104,9 @@ function randomValue(random: Random, field: Field, depth: number): unknown {
     return depth >= 3 ? {} : randomMessage(random, type.message, depth + 1);
   }
   if (type === "bool") return random.below(2) === 1;
-  if (type === "string") return random.pick(["", "deposit", "3/14", "é", "日本語", "💸", "x".repeat(300)]);
+  if (type === "string") {
+    return random.pick(["", "deposit", "3/14", "é", "日本語", "💸", "\uFEFFdeposit", "x".repeat(300)]);
+  }
   if (type === "int32") return random.pick([0, 1, -1, 170, INT32_MAX, -INT32_MAX - 1, random.below(2 ** 31)]);
   return random.pick([
     0,
@@ -152,6 +154,39 @@ Deno.test("what protobufjs writes decodes to proto-loader's object, and what thi
       );
       assertEquals(protobufjs.decode(bytes), expected, `protobufjs reads this codec: ${context}`);
       assertEquals(codec.decode(type, bytes), expected, `this codec reads itself: ${context}`);
+      // Key order too, which deep equality ignores: `main.ts status --json` prints the decoded object.
+      assertEquals(JSON.stringify(codec.decode(type, bytes)), JSON.stringify(expected), context);
+    }
+  }
+});
+
+/** `value` without the fields at their default, which protobufjs writes when they are present. */
+function withoutDefaults(type: string, value: MessageValue): MessageValue {
+  const kept: MessageValue = {};
+  for (const field of MESSAGES[type] ?? []) {
+    const item = value[field.name];
+    const { type: fieldType } = field;
+    if (item === undefined) continue;
+    if (typeof fieldType === "object" && "message" in fieldType) {
+      kept[field.name] = field.repeated
+        ? (item as MessageValue[]).map((one) => withoutDefaults(fieldType.message, one))
+        : withoutDefaults(fieldType.message, item as MessageValue);
+    } else if (field.repeated || field.oneof !== undefined || item !== defaultOf(fieldType)) {
+      kept[field.name] = item;
+    }
+  }
+  return kept;
+}
+
+function defaultOf(type: Exclude<FieldType, { message: string }>): unknown {
+  return typeof type === "object" ? type.enum[0] : type === "string" ? "" : type === "bool" ? false : 0;
+}
+
+Deno.test("encode() writes the bytes protobufjs writes, when no field is at its default", () => {
+  for (const type of Object.keys(MESSAGES)) {
+    for (let seed = 1; seed <= 100; seed++) {
+      const value = withoutDefaults(type, randomMessage(new Random(seed), type));
+      assertEquals(codec.encode(type, value), referenceOf(type).encode(value), `${type}, seed ${seed}`);
     }
   }
 });
@@ -198,6 +233,23 @@ Deno.test("decode() skips fields it does not know, of every wire type, groups in
     ...field(1, 0, 42),
   ];
   assertEquals(decodedAlike("Request", bytes)["id"], 42);
+});
+
+Deno.test("decode() skips fields it does not know inside a nested message too", () => {
+  const entry = [...field(99, 0, 1), ...field(97, 3, ...field(1, 0, 5), ...field(97, 4)), ...field(2, 0, 9)];
+  const decoded = decodedAlike("LinkMessage", field(2, 2, entry.length, ...entry));
+  assertEquals((decoded["entry"] as MessageValue)["position"], 9);
+});
+
+Deno.test("decode() throws a RangeError for a group that ends with another's end", () => {
+  const bytes = [...field(95, 3, ...field(1, 0, 7)), ...field(94, 4)];
+  assertThrows(() => codec.decode("Request", new Uint8Array(bytes)), RangeError);
+});
+
+Deno.test("decode() throws a RangeError for a nested message whose last field runs past its length", () => {
+  // An Entry of 2 bytes whose view (a varint of 150: 0x96 0x01) takes 3.
+  const bytes = [...field(2, 2, 2, ...field(1, 0, 0x96, 0x01))];
+  assertThrows(() => codec.decode("LinkMessage", new Uint8Array(bytes)), RangeError);
 });
 
 Deno.test("decode() reads repeated numbers packed and unpacked, and both in one message", () => {
