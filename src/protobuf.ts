@@ -182,7 +182,6 @@ export class Codec {
     return readScalar(reader, type);
   }
 
-  /** A message with every field at its default; a oneof's members are left unset. */
   /**
    * A message with every field at its default; a oneof's members are left unset. The repeated fields come
    * first, then the others, each by number, as proto-loader has them (`main.ts status --json` prints them
@@ -233,7 +232,8 @@ function writeScalar(writer: Writer, field: Field, value: unknown): void {
     writer.varint(number);
     return;
   }
-  if (typeof value !== "number" || !Number.isSafeInteger(value)) {
+  if (typeof value !== "number") throw new TypeError(`${field.name}: expected a number, got ${value}`);
+  if (!Number.isSafeInteger(value)) {
     throw new RangeError(`${field.name}: expected an integer of at most 2^53 - 1 in size, got ${value}`);
   }
   if (type === "int32" && (value < INT32_MIN || value > INT32_MAX)) {

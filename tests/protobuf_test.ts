@@ -301,6 +301,8 @@ Deno.test("encode() refuses a value its field cannot hold, which only a bug woul
   }
   assertThrows(() => codec.encode("Request", { money: 2 ** 31 }), RangeError);
   assertThrows(() => codec.encode("Request", { interface: 3 }), TypeError);
+  assertThrows(() => codec.encode("Request", { amount: "5" }), TypeError);
+  assertThrows(() => codec.encode("LinkMessage", { entry: 5 }), TypeError);
   assertThrows(() => codec.encode("grpc.health.v1.HealthCheckResponse", { status: "FINE" }), TypeError);
   assertThrows(() => new Codec({ A: [{ ...MESSAGES["Bundle"]![0]!, name: "b" }] }), TypeError);
 });
