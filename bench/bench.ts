@@ -6,9 +6,8 @@
  * any multi-process gRPC design on this runtime pays before doing any work. Beside it, the same with
  * grpc-js alone (bench/bare_child.ts), since the bank's processes load no proto (src/protobuf.ts). Floor,
  * run and bare floor take turns, so all see the same machine; each is timed `--rounds` times and the
- * medians are compared. The throughput
- * scenario (see throughputMet) alternates the bank and echo servers `--rounds` times too. `--only NAME`
- * runs some scenarios only.
+ * medians are compared. The throughput scenario (see throughputMet) alternates the bank and echo servers
+ * `--rounds` times too. `--only NAME` runs some scenarios only.
  *
  * @module
  */
