@@ -20,7 +20,10 @@ const UNUSED = "127.0.0.1:1";
 /** A LinkMessage as grpc-js decodes it with the options below (int64 fields as decimal strings). */
 type LinkMessage = Readonly<Record<string, unknown>>;
 
-/** Branch.link as proto/bank.proto defines it, loaded with the same explicit options as src/transport.ts. */
+/**
+ * Branch.link as proto/bank.proto defines it, loaded by proto-loader (not by the bank's own codec,
+ * src/protobuf.ts), with int64 fields as decimal strings so that every value is seen exactly.
+ */
 const LINK = (() => {
   const definition = loader.loadSync(`${ROOT}/proto/bank.proto`, {
     keepCase: true,
@@ -34,6 +37,15 @@ const LINK = (() => {
     LinkMessage
   >;
 })();
+
+/** The answer to request `seq` on a link, carried out: the balance and log position after it. */
+function applied(seq: string, balance: string, position: string): LinkMessage {
+  return {
+    seq,
+    kind: "answer",
+    answer: { success: true, balance, position, end: "0", code: 0, message: "", view: "0", commit_view: "0" },
+  };
+}
 
 /** One end of a Branch.link stream opened by hand, as a primary (or an impostor) would open it. */
 class RawLink implements AsyncDisposable {
@@ -213,20 +225,7 @@ Deno.test("a backup takes a new link from its primary in place of the old, namin
   await using first = new RawLink(backup.address, "1");
   assertEquals(await first.accepted(), "0");
   first.send({ seq: 1, entry: { view: 0, position: 1, interface: "deposit", amount: 10 } });
-  assertEquals(await first.next(), {
-    seq: "1",
-    kind: "answer",
-    answer: {
-      success: true,
-      balance: "110",
-      position: "1",
-      end: "0",
-      code: 0,
-      message: "",
-      view: "0",
-      commit_view: "0",
-    },
-  });
+  assertEquals(await first.next(), applied("1", "110", "1"));
   // A primary that restarted, or lost its link, opens a new one: it replaces the old, and learns from its
   // headers which entries the backup needs.
   await using second = new RawLink(backup.address, "1");
@@ -350,20 +349,7 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
     assertMatch(answer.message, /^amount must be from 0 to 2\^53 - 1, got /);
   }
   link.send({ seq: 3, entry: { view: 0, position: 1, interface: "deposit", amount: 50 } });
-  assertEquals(await link.next(), {
-    seq: "3",
-    kind: "answer",
-    answer: {
-      success: true,
-      balance: "150",
-      position: "1",
-      end: "0",
-      code: 0,
-      message: "",
-      view: "0",
-      commit_view: "0",
-    },
-  });
+  assertEquals(await link.next(), applied("3", "150", "1"));
   // A customer's withdrawal at the backup comes here as a forward; the backup answers its customer with
   // this end's decision, after applying the entry that carries it.
   const client = new BranchClient(backup.address);
@@ -378,20 +364,7 @@ Deno.test("a backup applies entries only in order, refuses a forward, and forwar
       forward: { interface: "withdraw", amount: "30", key: "7/3" },
     });
     link.send({ seq: 4, entry: { view: 0, position: 2, interface: "withdraw", amount: 30 } });
-    assertEquals(await link.next(), {
-      seq: "4",
-      kind: "answer",
-      answer: {
-        success: true,
-        balance: "120",
-        position: "2",
-        end: "0",
-        code: 0,
-        message: "",
-        view: "0",
-        commit_view: "0",
-      },
-    });
+    assertEquals(await link.next(), applied("4", "120", "2"));
     // The answer carries this end's clock, far ahead of the backup's: the backup takes it on receipt (101)
     // and sends its reply at the next tick.
     const answer = { success: true, balance: 120, position: 2, code: 0, message: "", clock: 100 };
@@ -434,20 +407,7 @@ Deno.test("a backup applies a batch of entries in order and answers for the last
     commit: 0,
   });
   link.send({ seq: 1, batch: { entries: [entry(1, 1), entry(2, 2), entry(3, 3)] } });
-  assertEquals(await link.next(), {
-    seq: "1",
-    kind: "answer",
-    answer: {
-      success: true,
-      balance: "106",
-      position: "3",
-      end: "0",
-      code: 0,
-      message: "",
-      view: "0",
-      commit_view: "0",
-    },
-  });
+  assertEquals(await link.next(), applied("1", "106", "3"));
   // Position 6 skips 5: the batch is refused there, and the entry before it stays applied.
   link.send({ seq: 2, batch: { entries: [entry(4, 10), entry(6, 20)] } });
   const { answer } = await link.next() as { answer: { code: number; message: string } };
